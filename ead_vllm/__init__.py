@@ -1,0 +1,3 @@
+"""ead-vllm: exploratory annealed decoding and E3 exploration for vLLM and OpenRLHF."""
+
+__version__ = "0.1.0"

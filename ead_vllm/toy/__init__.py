@@ -1,0 +1,1 @@
+"""Embedded toy model."""

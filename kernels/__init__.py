@@ -1,0 +1,1 @@
+"""Fused EAD sampling kernels (installed as ``ead_vllm.kernels``)."""

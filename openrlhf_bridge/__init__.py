@@ -1,0 +1,1 @@
+"""OpenRLHF integration for EAD rollouts and the E3 methods."""

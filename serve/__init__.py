@@ -1,0 +1,1 @@
+"""OpenAI-compatible serving with annealed decoding (installed as ``ead_vllm.serve``)."""
