@@ -1,0 +1,1 @@
+"""E3 controllers: entropy-targeting temperature and dynamic rollout budget."""

@@ -1,0 +1,1 @@
+"""vLLM integration: the EAD sampler override, the plugin and logits processors."""
