@@ -22,8 +22,18 @@ IMPORT_NAMES = ("ead_vllm", "ead_vllm.kernels", "ead_vllm.serve", "openrlhf_brid
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(out), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(REPO),
+        ],
         check=True,
     )
     (whl,) = out.glob("ead_vllm-*.whl")
@@ -46,13 +56,25 @@ def test_wheel_imports_from_a_throwaway_venv(wheel: Path, tmp_path: Path) -> Non
     py = env_dir / "bin" / "python"
     purelib = subprocess.run(
         [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     # Install the wheel with --no-deps; its dependencies (torch, ...) come from the
     # project venv through a plain path entry, which does not activate the
     # editable finder of the checkout.
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", purelib, str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            purelib,
+            str(wheel),
+        ],
         check=True,
     )
     Path(purelib, "project_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
@@ -71,6 +93,8 @@ def test_wheel_imports_from_a_throwaway_venv(wheel: Path, tmp_path: Path) -> Non
     assert res.stdout.strip() == "ok"
     version = subprocess.run(
         [str(py), "-c", "from ead_vllm.cli import main; main(['--version'])"],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert version.stdout.strip() == f"ead-vllm {ead_vllm.__version__}"
