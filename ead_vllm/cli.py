@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module and exposes ``add_parser(subparsers)``,
 which registers the subcommand and sets ``func`` (taking the parsed namespace,
-returning an exit code). Modules are imported lazily so ``ead-vllm --help``
+returning an exit code). A subcommand that forwards its arguments to another
+parser (``serve`` hands them to vLLM's) sets ``passthrough=True`` and finds them
+in ``args.passthrough_args``. Modules are imported lazily so ``ead-vllm --help``
 stays fast and does not import vLLM.
 """
 
@@ -15,7 +17,7 @@ import sys
 from ead_vllm import __version__
 
 # subcommand module names, in the order ``--help`` lists them
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("ead_vllm.serve.launcher", "ead_vllm.plot_schedule")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ead-vllm`` console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):
+        args.passthrough_args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2

@@ -1,0 +1,108 @@
+"""Fold a request's EAD settings into vLLM's native ``vllm_xargs``.
+
+A request may carry EAD in three ways, and this module turns all of them into
+the flat ``ead_*`` keys that the sampler reads from ``SamplingParams.extra_args``:
+
+* ``"ead": {"tau_max": 1.2, "tau_min": 0.1, "decay": 500}`` (first-class
+  object, fields of :class:`~ead_vllm.params.EADParams`; omitted fields take the
+  server defaults, else the model defaults), ``"ead": true`` (the server
+  defaults) or ``"ead": false`` (plain sampling for this request);
+* vLLM's ``"vllm_xargs": {"ead_tau_max": 1.2, ...}``;
+* nothing: the server-wide defaults apply when the server has them.
+
+Mixing an ``ead`` object with ``ead_*`` keys in ``vllm_xargs`` is an error
+rather than a silent precedence rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from ead_vllm.params import EXTRA_ARGS_PREFIX, EADParams, EADParamsError
+
+
+class EADRequestError(ValueError):
+    """A request's EAD settings are invalid; ``param`` names the offending field."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    # model-level errors (tau_min > tau_max) carry no location; they are about tau_min
+    return "ead." + (".".join(str(p) for p in loc) or "tau_min")
+
+
+def _validation_error(exc: ValidationError) -> EADRequestError:
+    errors = exc.errors()
+    messages = "; ".join(f"{_field(e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in errors)
+    return EADRequestError(f"invalid 'ead' object: {messages}", _field(errors[0]["loc"]))
+
+
+def _params_from_object(obj: dict[str, Any], defaults: EADParams | None) -> EADParams:
+    base = defaults.model_dump() if defaults is not None else {}
+    try:
+        return EADParams(**{**base, **obj})
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    except TypeError as exc:  # non-string keys
+        raise EADRequestError(f"invalid 'ead' object: {exc}", "ead") from None
+
+
+def _params_from_xargs(xargs: dict[str, Any], defaults: EADParams | None) -> EADParams:
+    merged = {**defaults.to_extra_args(), **xargs} if defaults is not None else xargs
+    try:
+        params = EADParams.from_extra_args(merged)
+    except EADParamsError as exc:
+        raise EADRequestError(str(exc), f"vllm_xargs.{exc.keys[0]}") from None
+    assert params is not None  # merged holds at least one ead_* key
+    return params
+
+
+def apply_ead(body: Any, defaults: EADParams | None = None) -> Any:
+    """Return ``body`` with its EAD settings validated and folded into ``vllm_xargs``.
+
+    ``body`` is the decoded JSON of a completions or chat-completions request;
+    anything that is not a JSON object is returned unchanged (vLLM rejects it).
+    ``defaults`` are the server-wide EAD settings, or ``None`` when annealed
+    decoding is opt-in per request. Raises :class:`EADRequestError` for bad
+    settings. The input is not modified.
+    """
+    if not isinstance(body, dict):
+        return body
+    body = dict(body)
+    has_object = "ead" in body
+    ead = body.pop("ead", None)
+    xargs = body.get("vllm_xargs")
+    if xargs is not None and not isinstance(xargs, dict):
+        return body  # vLLM's own schema validation reports it
+    xargs = dict(xargs or {})
+    ead_keys = {k: v for k, v in xargs.items() if str(k).startswith(EXTRA_ARGS_PREFIX)}
+    others = {k: v for k, v in xargs.items() if k not in ead_keys}
+
+    if ead is False:
+        if ead_keys:
+            raise EADRequestError("'ead': false conflicts with ead_* keys in vllm_xargs", "ead")
+        return body
+    if has_object and ead is not None and ead_keys:
+        raise EADRequestError(
+            "give EAD settings either as the 'ead' object or as ead_* keys in vllm_xargs, not both",
+            "ead",
+        )
+    if isinstance(ead, dict):
+        params: EADParams | None = _params_from_object(ead, defaults)
+    elif ead is True:
+        params = defaults if defaults is not None else EADParams()
+    elif ead is None:
+        params = _params_from_xargs(ead_keys, defaults) if ead_keys else defaults
+    else:
+        raise EADRequestError(
+            f"'ead' must be an object, true, false or null; got {type(ead).__name__}", "ead"
+        )
+    if params is None:
+        return body
+    body["vllm_xargs"] = {**others, **params.to_extra_args()}
+    return body
