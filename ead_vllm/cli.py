@@ -17,7 +17,11 @@ import sys
 from ead_vllm import __version__
 
 # subcommand module names, in the order ``--help`` lists them
-SUBCOMMAND_MODULES: tuple[str, ...] = ("ead_vllm.serve.launcher", "ead_vllm.plot_schedule")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "ead_vllm.serve.launcher",
+    "ead_vllm.evaluation.cli",
+    "ead_vllm.plot_schedule",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
