@@ -1,1 +1,12 @@
-"""Fused EAD sampling kernels (installed as ``ead_vllm.kernels``)."""
+"""Fused EAD sampling kernels (installed as ``ead_vllm.kernels``).
+
+``ead_sample`` applies the per-row, per-position EAD temperature and samples
+in one pass over the vocabulary, returning the token, its annealed and base
+log-probabilities, the temperature and the entropy (:class:`EADSample`).
+Backends: Triton (GPU), numba (CPU), torch (reference). Importing this
+package imports neither triton, numba nor vLLM.
+"""
+
+from ead_vllm.kernels.api import EADSample, ead_sample
+
+__all__ = ["EADSample", "ead_sample"]
