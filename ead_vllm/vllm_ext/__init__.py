@@ -1,1 +1,24 @@
-"""vLLM integration: the EAD sampler override, the plugin and logits processors."""
+"""vLLM integration: the EAD sampler override, the plugin and logits processors.
+
+Use:
+
+* ``vllm serve M --sampler ead`` or ``LLM(M, additional_config={"sampler": "ead"})``:
+  requests whose ``SamplingParams.extra_args`` (``vllm_xargs`` over HTTP) carry
+  ``ead_tau_max``/``ead_tau_min``/``ead_decay``/``ead_warmup`` are sampled at
+  ``temperature * tau_t`` by the fused kernel; every other request exactly as
+  stock vLLM samples it. Speculative decoding is refused at start-up.
+* No sampler override: ``--logits-processors
+  ead_vllm.vllm_ext.logits_processors:EADLogitsProcessor`` (runner V1) or
+  ``...:EADLogitsProcessorV2`` (runner V2).
+
+Log-probs of EAD rows: with ``logprobs_mode="processed_logprobs"`` the sampled
+token's log-prob is under the annealed distribution (for importance sampling
+in RL); with ``raw_logprobs`` it is vLLM's raw value.
+
+Layout (one concern per module): ``plugin`` (entry point), ``frontend``
+(``--sampler``, start-up checks, request validation), ``config``,
+``validation``, ``request_state`` (per-row schedule, seed and position),
+``v1_batch_state``/``v1_sampler``/``v1_install`` (runner V1),
+``v2_sampler``/``v2_install`` (runner V2), ``logits_processors`` (no-fork
+mode), ``compat`` (work-around for a vLLM crash), ``_post_import``.
+"""

@@ -1,0 +1,73 @@
+"""How the EAD sampler is switched on: ``additional_config["sampler"]``.
+
+The choice travels inside ``VllmConfig.additional_config`` because that dict
+reaches the engine core and every worker (and the config hash) unchanged,
+whether the engine was built from ``vllm serve --sampler ead`` or from
+``LLM(..., additional_config={"sampler": "ead"})``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+SAMPLER_CONFIG_KEY = "sampler"
+DEFAULT_SAMPLER = "default"
+EAD_SAMPLER = "ead"
+SAMPLER_CHOICES: tuple[str, ...] = (DEFAULT_SAMPLER, EAD_SAMPLER)
+
+SPEC_DECODE_REFUSAL = (
+    "the EAD sampler (sampler='ead') does not support speculative decoding: "
+    "draft tokens would be verified against the unannealed distribution. "
+    "Start the engine without a speculative config, or use the EAD logits "
+    "processor of runner V2 instead."
+)
+
+
+def sampler_choice(vllm_config: Any) -> str:
+    """The sampler named in ``vllm_config.additional_config`` (``"default"`` if absent).
+
+    Raises ``ValueError`` for a value outside :data:`SAMPLER_CHOICES`.
+    """
+    extra = getattr(vllm_config, "additional_config", None)
+    choice = extra.get(SAMPLER_CONFIG_KEY, DEFAULT_SAMPLER) if isinstance(extra, dict) else None
+    choice = DEFAULT_SAMPLER if choice is None else choice
+    if choice not in SAMPLER_CHOICES:
+        raise ValueError(
+            f"additional_config[{SAMPLER_CONFIG_KEY!r}] must be one of "
+            f"{', '.join(SAMPLER_CHOICES)}; got {choice!r}"
+        )
+    return choice
+
+
+def ead_sampler_enabled(vllm_config: Any) -> bool:
+    """True when the engine was configured with ``sampler="ead"``."""
+    return sampler_choice(vllm_config) == EAD_SAMPLER
+
+
+def _processor_names(processors: Iterable[Any] | None) -> list[str]:
+    names = []
+    for proc in processors or ():
+        names.append(proc if isinstance(proc, str) else f"{proc.__module__}:{proc.__qualname__}")
+    return names
+
+
+def check_ead_config(vllm_config: Any) -> None:
+    """Refuse configurations the EAD sampler cannot serve correctly.
+
+    Raises ``ValueError`` for an unknown sampler name, for speculative
+    decoding with ``sampler="ead"``, and for the EAD logits processor
+    registered together with the EAD sampler (the schedule would apply twice).
+    A no-op when the EAD sampler is off.
+    """
+    if not ead_sampler_enabled(vllm_config):
+        return
+    if getattr(vllm_config, "speculative_config", None) is not None:
+        raise ValueError(SPEC_DECODE_REFUSAL)
+    model_config = getattr(vllm_config, "model_config", None)
+    for name in _processor_names(getattr(model_config, "logits_processors", None)):
+        if name.startswith("ead_vllm.vllm_ext.logits_processors"):
+            raise ValueError(
+                f"the EAD logits processor {name} and the EAD sampler (sampler='ead') "
+                "both apply the schedule; use one of them"
+            )

@@ -1,0 +1,104 @@
+"""Frontend patches: the ``--sampler`` flag, start-up refusals and request validation."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from types import ModuleType
+from typing import Any
+
+from ead_vllm.vllm_ext.config import (
+    DEFAULT_SAMPLER,
+    SAMPLER_CHOICES,
+    SAMPLER_CONFIG_KEY,
+    check_ead_config,
+    ead_sampler_enabled,
+)
+
+ARG_UTILS_MODULE = "vllm.engine.arg_utils"
+INPUT_PROCESSOR_MODULE = "vllm.v1.engine.input_processor"
+
+SAMPLER_HELP = (
+    "Sampler of the model runner. 'ead' samples requests that carry ead_* keys "
+    "in extra_args (vllm_xargs) with exploratory annealed decoding, and every "
+    "other request exactly as 'default' (stock vLLM) does. Stored as "
+    "additional_config['sampler']."
+)
+
+
+def add_sampler_arg(parser: argparse.ArgumentParser) -> None:
+    """Add ``--sampler {default,ead}`` to ``parser`` (once)."""
+    if any("--sampler" in action.option_strings for action in parser._actions):
+        return
+    group = parser.add_argument_group("EAD", "Exploratory annealed decoding (ead-vllm)")
+    group.add_argument("--sampler", choices=list(SAMPLER_CHOICES), default=None, help=SAMPLER_HELP)
+
+
+def sampler_into_additional_config(engine_args: Any, args: argparse.Namespace) -> None:
+    """Copy a given ``--sampler`` into ``engine_args.additional_config``."""
+    choice = getattr(args, "sampler", None)
+    if choice is None:
+        return
+    extra = dict(engine_args.additional_config or {})
+    previous = extra.get(SAMPLER_CONFIG_KEY)
+    if previous is not None and previous != choice:
+        raise ValueError(
+            f"--sampler {choice} contradicts --additional-config "
+            f"{{{SAMPLER_CONFIG_KEY!r}: {previous!r}}}"
+        )
+    if choice != DEFAULT_SAMPLER or previous is not None:
+        extra[SAMPLER_CONFIG_KEY] = choice
+    engine_args.additional_config = extra
+
+
+def patch_arg_utils(module: ModuleType) -> None:
+    """Add ``--sampler`` to vLLM's engine CLI and refuse bad EAD configs at start-up."""
+    cls = module.EngineArgs
+    if getattr(cls, "_ead_patched", False):
+        return
+    add_cli_args = cls.add_cli_args
+    from_cli_args = cls.from_cli_args.__func__
+    create_engine_config = cls.create_engine_config
+
+    @functools.wraps(add_cli_args)
+    def patched_add_cli_args(parser: Any, *args: Any, **kwargs: Any) -> Any:
+        parser = add_cli_args(parser, *args, **kwargs)
+        add_sampler_arg(parser)
+        return parser
+
+    @functools.wraps(from_cli_args)
+    def patched_from_cli_args(klass: Any, args: argparse.Namespace) -> Any:
+        engine_args = from_cli_args(klass, args)
+        sampler_into_additional_config(engine_args, args)
+        return engine_args
+
+    @functools.wraps(create_engine_config)
+    def patched_create_engine_config(self: Any, *args: Any, **kwargs: Any) -> Any:
+        config = create_engine_config(self, *args, **kwargs)
+        check_ead_config(config)
+        return config
+
+    cls.add_cli_args = staticmethod(patched_add_cli_args)
+    cls.from_cli_args = classmethod(patched_from_cli_args)
+    cls.create_engine_config = patched_create_engine_config
+    cls._ead_patched = True
+
+
+def patch_input_processor(module: ModuleType) -> None:
+    """Validate ``ead_*`` extra_args where vLLM validates requests, when the EAD sampler is on."""
+    cls = module.InputProcessor
+    original = cls._validate_params
+    if getattr(original, "_ead_patched", False):
+        return
+
+    @functools.wraps(original)
+    def _validate_params(self: Any, params: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, params, *args, **kwargs)
+        if ead_sampler_enabled(self.vllm_config) and hasattr(params, "extra_args"):
+            from ead_vllm.vllm_ext.validation import parse_ead_params
+
+            parse_ead_params(params)
+        return result
+
+    _validate_params._ead_patched = True  # type: ignore[attr-defined]
+    cls._validate_params = _validate_params

@@ -1,0 +1,156 @@
+"""The no-fork mode: EAD as logits processors, with vLLM's own sampler.
+
+Register with ``--logits-processors`` (or ``LLM(logits_processors=[...])``):
+
+* runner V1: ``ead_vllm.vllm_ext.logits_processors:EADLogitsProcessor``
+* runner V2: ``ead_vllm.vllm_ext.logits_processors:EADLogitsProcessorV2``
+
+Both divide each EAD row's logits by ``tau_t`` before vLLM samples, so the row
+is drawn from ``softmax(logits / (T * tau_t))`` (V1 applies the processor after
+the temperature division, V2 before it; the product is the same), and
+``processed_logprobs`` are the annealed log-probs. Requests are selected and
+validated exactly as in the sampler override (flat ``ead_*`` keys of
+``extra_args``; errors name the key). Differences from the override: vLLM's own
+noise (so seeded rows follow vLLM's batch-invariance rules, not the kernel's
+counter-based noise), an extra pass over the logits, and on runner V1 min_p is
+applied before ``tau_t`` (vLLM runs its built-in min_p first), on V2 after.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
+from vllm.v1.worker.gpu.sample.logits_processor.interface import (
+    LogitsContext,
+    LogitsProcRequestState,
+)
+from vllm.v1.worker.gpu.sample.logits_processor.interface import (
+    LogitsProcessor as LogitsProcessorV2,
+)
+
+from ead_vllm.schedules import ead_temperature
+from ead_vllm.vllm_ext.request_state import SAMPLING_EPS, EADRowTable
+from ead_vllm.vllm_ext.validation import parse_ead_params
+
+if TYPE_CHECKING:
+    from vllm.config import VllmConfig
+    from vllm.sampling_params import SamplingParams
+
+
+class EADLogitsProcessor(LogitsProcessor):
+    """Runner-V1 logits processor: EAD rows' logits divided by ``tau_t``.
+
+    Argmax-invariant, so vLLM applies it after the temperature division and
+    before top-k/top-p. Position ``t`` is tracked exactly as by the sampler
+    override (``len`` of the row's live output list, see
+    :mod:`ead_vllm.vllm_ext.request_state`).
+    """
+
+    def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
+        model_config = vllm_config.model_config
+        self.table = EADRowTable(model_config.get_vocab_size(), model_config.seed)
+        self.device = device
+
+    @classmethod
+    def validate_params(cls, sampling_params: SamplingParams) -> None:
+        parse_ead_params(sampling_params)
+
+    def is_argmax_invariant(self) -> bool:
+        return True
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        self.table.update(batch_update)
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        view = self.table.view()
+        if view is None:
+            return logits
+        scale = np.ones(logits.shape[0], dtype=np.float32)
+        scale[view.index] = view.taus()
+        # one in-place pass over the batch; non-EAD rows are divided by 1
+        logits.div_(torch.from_numpy(scale).to(logits.device)[:, None])
+        return logits
+
+
+class EADLogitsProcessorV2(LogitsProcessorV2):
+    """Runner-V2 logits processor: EAD rows' logits divided by ``tau_t``.
+
+    Per request slot it keeps the schedule on the device; per step it computes
+    ``t = pos + 1 - prompt_len`` for every logits row from vLLM's device
+    positions (exact through preemption, chunked prefill and draft-token rows,
+    with no host round trip). Also the annealing stage of the V2 sampler
+    override.
+    """
+
+    def __init__(self, vllm_config: VllmConfig, req_states: LogitsProcRequestState):
+        from vllm.v1.worker.gpu.buffer_utils import UvaBackedTensor
+
+        n = req_states.max_num_reqs
+        self.prompt_len = req_states.prompt_len
+        self.is_ead = UvaBackedTensor(n, dtype=torch.bool)
+        self.tau_max = UvaBackedTensor(n, dtype=torch.float32)
+        self.tau_min = UvaBackedTensor(n, dtype=torch.float32)
+        self.decay = UvaBackedTensor(n, dtype=torch.float32)
+        self.warmup = UvaBackedTensor(n, dtype=torch.int64)
+        self._dirty = False
+
+    @classmethod
+    def validate_params(cls, sampling_params: SamplingParams) -> None:
+        parse_ead_params(sampling_params)
+
+    def add_request(self, req_idx: int, sampling_params: SamplingParams) -> bool:
+        params = None
+        if float(sampling_params.temperature) >= SAMPLING_EPS:
+            params = parse_ead_params(sampling_params)
+        self.is_ead.np[req_idx] = params is not None
+        if params is not None:
+            self.tau_max.np[req_idx] = params.tau_max
+            self.tau_min.np[req_idx] = params.tau_min
+            self.decay.np[req_idx] = params.decay
+            self.warmup.np[req_idx] = params.warmup
+        self._dirty = True
+        return params is not None
+
+    def apply_staged_writes(self) -> None:
+        if self._dirty:
+            for buf in (self.is_ead, self.tau_max, self.tau_min, self.decay, self.warmup):
+                buf.copy_to_uva()
+            self._dirty = False
+
+    def any_ead(self, idx_mapping_np: np.ndarray) -> bool:
+        """True if any request of the batch is an EAD request (host side, no sync)."""
+        return bool(np.any(self.is_ead.np[idx_mapping_np]))
+
+    def all_ead(self, idx_mapping_np: np.ndarray) -> bool:
+        """True if every request of the batch is an EAD request."""
+        return bool(np.all(self.is_ead.np[idx_mapping_np]))
+
+    def positions(self, pos: torch.Tensor, expanded_idx_mapping: torch.Tensor) -> torch.Tensor:
+        """``t`` of every logits row (int64): generated tokens before the one sampled.
+
+        Rows of a partial prefill (whose sample vLLM discards) are clamped to 0.
+        """
+        prompt_len = self.prompt_len.gpu[expanded_idx_mapping].to(torch.int64)
+        return torch.clamp_min(pos.to(torch.int64) + 1 - prompt_len, 0)
+
+    def schedule(self, expanded_idx_mapping: torch.Tensor) -> dict[str, Any]:
+        """The rows' schedule parameters, keyed like ``ead_sample``'s arguments."""
+        rows = expanded_idx_mapping
+        return {
+            "tau_max": self.tau_max.gpu[rows],
+            "tau_min": self.tau_min.gpu[rows],
+            "decay": self.decay.gpu[rows],
+            "warmup": self.warmup.gpu[rows],
+        }
+
+    def apply(self, logits: torch.Tensor, ctx: LogitsContext) -> torch.Tensor:
+        if not self.any_ead(ctx.idx_mapping_np):
+            return logits
+        rows = ctx.expanded_idx_mapping
+        tau = ead_temperature(self.positions(ctx.pos, rows), **self.schedule(rows))
+        tau = torch.where(self.is_ead.gpu[rows], tau, torch.ones_like(tau))
+        logits.div_(tau.to(logits.dtype)[:, None])
+        return logits

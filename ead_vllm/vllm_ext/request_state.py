@@ -1,0 +1,193 @@
+"""Per-row EAD state of runner V1's persistent batch.
+
+:class:`EADBatchState` is a V1 logits processor whose ``apply`` does nothing:
+it exists to receive vLLM's ``BatchUpdate`` stream (rows added, removed,
+moved), which is the only place where runner V1 exposes each row's
+``SamplingParams`` (and so ``extra_args``) together with a live reference to
+the row's output-token list. The generated-token position of a row is
+``t = len(output_ids)`` at sampling time, read fresh every step, which stays
+exact through everything the runner does to its batch:
+
+* condense/reorder: ``moved`` entries carry the row (and its list reference)
+  to its new index;
+* preemption and resumption: the row is removed, then re-added with the
+  request's retained (or, under async scheduling, restored) output list;
+* chunked prefill: a partial-prefill row appends nothing, so it stays at the
+  same ``t`` and its (discarded) sample reuses the final chunk's noise key;
+* async scheduling: the runner appends a ``-1`` placeholder per in-flight
+  sampled token, so the length already counts it;
+* n > 1: vLLM fans out one child request per sample, each its own row (with
+  ``seed + index`` when the parent was seeded).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ead_vllm.params import EADParams
+
+# vLLM treats temperatures below this as greedy (vllm.sampling_params._SAMPLING_EPS).
+SAMPLING_EPS = 1e-5
+_SEED_MASK = (1 << 63) - 1
+
+
+@dataclass(slots=True, eq=False)
+class EADRow:
+    """One EAD row: its schedule, noise seed and vLLM's live output-token list."""
+
+    params: EADParams
+    seed: int
+    output_ids: list[int]
+    # no top-k / top-p / min-p: the fused kernel can serve it
+    fusable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EADBatchView:
+    """The EAD rows of the current batch, ascending by row index (numpy, host side)."""
+
+    index: np.ndarray  # int64 row indices into the batch
+    positions: np.ndarray  # int64 t per row
+    seeds: np.ndarray  # int64
+    tau_max: np.ndarray  # float32
+    tau_min: np.ndarray
+    decay: np.ndarray
+    warmup: np.ndarray  # int64
+    fusable: np.ndarray  # bool
+
+    def taus(self) -> np.ndarray:
+        """``tau_t`` of each row (float64)."""
+        from ead_vllm.schedules import ead_temperature
+
+        return ead_temperature(
+            self.positions.astype(np.float64),
+            tau_max=self.tau_max,
+            tau_min=self.tau_min,
+            decay=self.decay,
+            warmup=self.warmup,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Static:
+    rows: tuple[EADRow, ...]
+    index: np.ndarray
+    seeds: np.ndarray
+    tau_max: np.ndarray
+    tau_min: np.ndarray
+    decay: np.ndarray
+    warmup: np.ndarray
+    fusable: np.ndarray
+
+
+def request_seed(sampling_params: Any, rng: random.Random) -> int:
+    """The 63-bit noise seed of a request.
+
+    A request seed is used as is (so a seeded request samples the same tokens
+    whatever else is in the batch). Without one, a fresh draw from ``rng``
+    (the engine's own generator, seeded by the engine seed) is made each time
+    the row enters the batch: independent across requests, and a resumed
+    request only gets new noise for positions it has not sampled yet.
+    """
+    seed = getattr(sampling_params, "seed", None)
+    if seed is None:
+        return rng.getrandbits(63)
+    return int(seed) & _SEED_MASK
+
+
+def _fusable(sampling_params: Any, vocab_size: int) -> bool:
+    top_k = int(sampling_params.top_k or 0)
+    return (
+        not 0 < top_k < vocab_size
+        and float(sampling_params.top_p) >= 1.0
+        and float(sampling_params.min_p or 0.0) <= 0.0
+    )
+
+
+def make_row(
+    sampling_params: Any, output_ids: list[int], rng: random.Random, vocab_size: int
+) -> EADRow | None:
+    """The :class:`EADRow` of a request entering the batch, or ``None`` for a non-EAD row.
+
+    Greedy requests (temperature below vLLM's epsilon) are never EAD rows:
+    the schedule cannot change an argmax.
+    """
+    if sampling_params is None or float(sampling_params.temperature) < SAMPLING_EPS:
+        return None
+    params = EADParams.from_extra_args(sampling_params.extra_args)
+    if params is None:
+        return None
+    return EADRow(
+        params=params,
+        seed=request_seed(sampling_params, rng),
+        output_ids=output_ids,
+        fusable=_fusable(sampling_params, vocab_size),
+    )
+
+
+class EADRowTable:
+    """Row index -> :class:`EADRow`, kept in step with vLLM's ``BatchUpdate``s."""
+
+    def __init__(self, vocab_size: int, seed: int | None) -> None:
+        self.vocab_size = vocab_size
+        self.rows: dict[int, EADRow] = {}
+        self.batch_size = 0
+        self._rng = random.Random(seed)
+        self._static: _Static | None = None
+
+    def update(self, batch_update: Any) -> bool:
+        """Apply one ``BatchUpdate`` (removed, added, moved); True if EAD rows changed."""
+        if batch_update is None:
+            return False
+        from vllm.v1.sample.logits_processor.builtin import process_dict_updates
+
+        self.batch_size = batch_update.batch_size
+        changed = process_dict_updates(
+            self.rows,
+            batch_update,
+            lambda params, _prompt, output_ids: make_row(
+                params, output_ids, self._rng, self.vocab_size
+            ),
+        )
+        if changed:
+            self._static = None
+        return changed
+
+    def _build_static(self) -> _Static:
+        items = sorted(self.rows.items())
+        rows = tuple(row for _, row in items)
+        return _Static(
+            rows=rows,
+            index=np.fromiter((i for i, _ in items), dtype=np.int64, count=len(items)),
+            seeds=np.fromiter((r.seed for r in rows), dtype=np.int64, count=len(rows)),
+            tau_max=np.array([r.params.tau_max for r in rows], dtype=np.float32),
+            tau_min=np.array([r.params.tau_min for r in rows], dtype=np.float32),
+            decay=np.array([r.params.decay for r in rows], dtype=np.float32),
+            warmup=np.array([r.params.warmup for r in rows], dtype=np.int64),
+            fusable=np.array([r.fusable for r in rows], dtype=bool),
+        )
+
+    def view(self) -> EADBatchView | None:
+        """The EAD rows with their current positions, or ``None`` when there are none."""
+        if not self.rows:
+            return None
+        if self._static is None:
+            self._static = self._build_static()
+        s = self._static
+        positions = np.fromiter(
+            (len(r.output_ids) for r in s.rows), dtype=np.int64, count=len(s.rows)
+        )
+        return EADBatchView(
+            index=s.index,
+            positions=positions,
+            seeds=s.seeds,
+            tau_max=s.tau_max,
+            tau_min=s.tau_min,
+            decay=s.decay,
+            warmup=s.warmup,
+            fusable=s.fusable,
+        )

@@ -1,0 +1,52 @@
+"""Installing the EAD sampler into a runner-V1 model runner."""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+from typing import Any
+
+from ead_vllm.vllm_ext.config import check_ead_config, ead_sampler_enabled
+
+V1_RUNNER_MODULE = "vllm.v1.worker.gpu_model_runner"
+
+
+def install_v1_sampler(runner: Any) -> None:
+    """Swap ``runner.sampler`` for :class:`EADSamplerV1` and add its batch tracker.
+
+    ``runner`` is a constructed runner-V1 ``GPUModelRunner`` (or subclass, such
+    as the CPU runner). Raises ``ValueError`` for configurations the EAD
+    sampler refuses (see :func:`check_ead_config`).
+    """
+    from vllm.utils.torch_utils import PIN_MEMORY
+
+    from ead_vllm.vllm_ext.v1_batch_state import EADBatchState
+    from ead_vllm.vllm_ext.v1_sampler import EADSamplerV1
+
+    check_ead_config(runner.vllm_config)
+    if runner.is_pooling_model:
+        return
+    state = EADBatchState(runner.vllm_config, runner.device, PIN_MEMORY)
+    # the processor set is carried over when the runner re-creates its input batch
+    runner.input_batch.logitsprocs.argmax_invariant.append(state)
+    stock = runner.sampler
+    runner.sampler = EADSamplerV1(
+        state, logprobs_mode=stock.logprobs_mode, use_fp64_gumbel=stock.use_fp64_gumbel
+    )
+
+
+def patch_v1_runner(module: ModuleType) -> None:
+    """Wrap ``GPUModelRunner.__init__`` of runner V1 to install the EAD sampler when enabled."""
+    cls = module.GPUModelRunner
+    original = cls.__init__
+    if getattr(original, "_ead_patched", False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self: Any, vllm_config: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, vllm_config, *args, **kwargs)
+        if ead_sampler_enabled(vllm_config):
+            install_v1_sampler(self)
+
+    __init__._ead_patched = True  # type: ignore[attr-defined]
+    cls.__init__ = __init__

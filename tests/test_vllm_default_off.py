@@ -1,0 +1,94 @@
+"""Installed but not activated, ead-vllm changes nothing; activated, it leaves non-EAD rows alone.
+
+The reference is stock vLLM in a subprocess where vLLM loads no plugin at all
+(``VLLM_PLUGINS=""``). Seeded requests covering vLLM's sampling options
+(temperature, top-k, top-p, min-p, penalties, logit bias, greedy, n > 1,
+log-probs) must give identical tokens and log-probs:
+
+* on an engine with the plugin loaded but ``sampler`` not set (even for
+  requests carrying ``ead_*`` keys, which stock vLLM ignores too);
+* on an engine with ``sampler="ead"`` for every request without ``ead_*`` keys,
+  including when they share the batch with EAD requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from vllm_engine_support import (  # noqa: E402
+    ENGINE_ENV,
+    engine_model_dir,
+    fixed_requests,
+    make_llm,
+    model_runner,
+    run_fixed,
+    shutdown_llm,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return engine_model_dir(tmp_path_factory.mktemp("vllm-default-off-model"))
+
+
+@pytest.fixture(scope="module")
+def stock(model_dir):
+    env = {**os.environ, **ENGINE_ENV, "VLLM_PLUGINS": ""}
+    support = Path(__file__).with_name("vllm_engine_support.py")
+    proc = subprocess.run(
+        [sys.executable, str(support), "stock", str(model_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(support.parent),
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT ") :])
+    assert result["stock_sampler"]
+    return result
+
+
+def test_inactive_plugin_is_stock(model_dir, stock):
+    from vllm.v1.sample.sampler import Sampler
+
+    llm = make_llm(model_dir)
+    try:
+        runner = model_runner(llm)
+        assert type(runner.sampler) is Sampler
+        assert all(
+            type(p).__module__.startswith("vllm.") for p in runner.input_batch.logitsprocs.all
+        )
+        assert run_fixed(llm, fixed_requests(with_ead=False)) == stock["plain"]
+        assert run_fixed(llm, fixed_requests(with_ead=True)) == stock["mixed"]
+    finally:
+        shutdown_llm(llm)
+
+
+def test_active_sampler_leaves_non_ead_rows_stock(model_dir, stock):
+    llm = make_llm(model_dir, additional_config={"sampler": "ead"})
+    try:
+        assert run_fixed(llm, fixed_requests(with_ead=False)) == stock["plain"]
+        mixed = run_fixed(llm, fixed_requests(with_ead=True))
+        params = fixed_requests(with_ead=True)
+        rows = [p for p in params for _ in range(p.n)]
+        assert len(rows) == len(mixed)
+        for p, ours, ref in zip(rows, mixed, stock["mixed"], strict=True):
+            if p.extra_args:
+                if p.temperature > 0 and p.logprobs is not None:
+                    assert ours["logprobs"] != ref["logprobs"]  # annealed log-probs
+            else:
+                assert ours == ref
+    finally:
+        shutdown_llm(llm)

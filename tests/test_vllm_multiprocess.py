@@ -1,0 +1,62 @@
+"""The plugin activates the EAD sampler in a freshly spawned engine-core process.
+
+Everything else runs the engine in-process; here vLLM's default multi-process
+engine is started with the ``spawn`` method, so the engine core (and its
+worker) is a new interpreter that must load ead-vllm through the
+``vllm.general_plugins`` entry point on its own. Proof that it did: the
+returned processed log-probs are the annealed ones at every position.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("vllm")
+
+from vllm import SamplingParams  # noqa: E402
+from vllm_engine_support import (  # noqa: E402
+    MP_EAD,
+    MP_TEMPERATURES,
+    Oracle,
+    engine_model_dir,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_spawned_engine_core_uses_the_ead_sampler(tmp_path_factory):
+    model = engine_model_dir(tmp_path_factory.mktemp("vllm-mp-model"))
+    env = {
+        **os.environ,
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "1",
+        "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+    }
+    support = Path(__file__).with_name("vllm_engine_support.py")
+    proc = subprocess.run(
+        [sys.executable, str(support), "ead-multiprocess", str(model)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(support.parent),
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    oracle = Oracle(model)
+    for row, temperature in zip(json.loads(lines[-1][7:]), MP_TEMPERATURES, strict=True):
+        params = SamplingParams(temperature=temperature, extra_args=MP_EAD)
+        ref = oracle.logprobs(row["prompt_token_ids"], row["token_ids"], params)
+        assert np.abs(np.array(row["logprobs"]) - ref).max() < 1e-3
+        # and not the plain temperature-T distribution a stock sampler would report
+        plain = oracle.logprobs(
+            row["prompt_token_ids"], row["token_ids"], SamplingParams(temperature=temperature)
+        )
+        assert np.abs(np.array(row["logprobs"]) - plain).max() > 1e-2

@@ -1,0 +1,292 @@
+"""Runner-V2 integration, exercised with vLLM's real V2 classes on CPU.
+
+vLLM disables Triton on CPU, so runner V2 itself (and the Triton stages of its
+sampler: temperature, min_p, top-k/top-p, Gumbel sampling, log-prob and
+bookkeeping kernels) cannot run here. Covered: vLLM's real ``RequestState``,
+``SamplingStates``, processor chain and ``LogitsContext`` feeding
+:class:`EADLogitsProcessorV2` and :class:`EADSamplerV2` (``add_request``,
+staged writes, the annealing stage, the route choice, the fused route end to
+end through ``Sampler.sample`` with the numba kernel and, under
+``TRITON_INTERPRET=1``, the Triton kernel), and the ``load_model`` patch. Not covered
+(GPU only): the unfused route's composition with vLLM's Triton stages, and
+``Sampler.__call__`` around our ``sample``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType, SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("vllm")
+
+import ead_vllm.kernels as ead_kernels  # noqa: E402
+import torch  # noqa: E402
+from vllm import SamplingParams  # noqa: E402
+from vllm.exceptions import VLLMValidationError  # noqa: E402
+
+from ead_vllm.params import EADParams  # noqa: E402
+
+EAD = {"ead_tau_max": 1.5, "ead_tau_min": 0.3, "ead_decay": 8.0, "ead_warmup": 1}
+SCHEDULE = EADParams(tau_max=1.5, tau_min=0.3, decay=8.0, warmup=1)
+MAX_REQS = 8
+
+
+@pytest.fixture(scope="module")
+def v2(tmp_path_factory):
+    """vLLM's V2 request state and our V2 sampler, on CPU."""
+    mp = pytest.MonkeyPatch()
+    import vllm.v1.worker.gpu.buffer_utils as buffer_utils
+
+    # CPU has no pinned memory: use vLLM's explicit-copy buffers
+    mp.setattr(buffer_utils, "is_uva_available", lambda: False)
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.v1.worker.gpu.states import RequestState
+    from vllm_engine_support import engine_model_dir
+
+    from ead_vllm.vllm_ext.v2_sampler import EADSamplerV2
+
+    model = engine_model_dir(tmp_path_factory.mktemp("v2-model"))
+    config = EngineArgs(model=str(model), dtype="float32", max_model_len=128).create_engine_config()
+    vocab = config.model_config.get_vocab_size()
+
+    def make(logprobs_mode="processed_logprobs"):
+        states = RequestState(
+            max_num_reqs=MAX_REQS,
+            max_model_len=128,
+            max_num_batched_tokens=256,
+            num_speculative_steps=0,
+            vocab_size=vocab,
+            device=torch.device("cpu"),
+        )
+        sampler = EADSamplerV2(
+            vllm_config=config,
+            max_num_reqs=MAX_REQS,
+            vocab_size=vocab,
+            device=torch.device("cpu"),
+            req_states=states,
+            logprobs_mode=logprobs_mode,
+        )
+        return states, sampler
+
+    yield SimpleNamespace(make=make, vocab=vocab, config=config)
+    mp.undo()
+
+
+def add(states, sampler, req_id: str, prompt_len: int, params: SamplingParams) -> int:
+    states.add_request(
+        req_id=req_id,
+        prompt_len=prompt_len,
+        all_token_ids=list(range(4, 4 + prompt_len)),
+        num_computed_tokens=0,
+        max_tokens=64,
+    )
+    slot = states.req_id_to_index[req_id]
+    sampler.add_request(slot, params)
+    return slot
+
+
+def flush(states, sampler) -> None:
+    states.prompt_len.copy_to_uva()
+    sampler.apply_staged_writes()
+
+
+def context(slots: list[int], pos: list[int], vocab: int):
+    from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext
+
+    rows = torch.tensor(slots, dtype=torch.int32)
+    n = len(slots)
+    return LogitsContext(
+        expanded_idx_mapping=rows,
+        idx_mapping=rows,
+        idx_mapping_np=np.array(slots, dtype=np.int32),
+        expanded_local_pos=torch.zeros(n, dtype=torch.int32),
+        input_ids=torch.zeros(n, dtype=torch.int32),
+        pos=torch.tensor(pos, dtype=torch.int64),
+        seq_lens_upper_bound_np=np.array(pos, dtype=np.int32) + 1,
+    )
+
+
+def test_processor_divides_ead_rows_by_tau_at_t(v2):
+    states, sampler = v2.make()
+    slot_a = add(states, sampler, "a", 5, SamplingParams(extra_args=EAD))
+    slot_b = add(states, sampler, "b", 3, SamplingParams(temperature=0.7))
+    slot_c = add(states, sampler, "c", 4, SamplingParams(temperature=0.0, extra_args=EAD))
+    slot_d = add(states, sampler, "d", 2, SamplingParams(temperature=0.9, extra_args=EAD))
+    flush(states, sampler)
+    assert sampler.logits_processors[-1] is sampler.ead
+    assert sampler.ead.is_ead.np[[slot_a, slot_b, slot_c, slot_d]].tolist() == [1, 0, 0, 1]
+    # "a" is decoding its 8th token (pos of the fed token = prompt 5 + 7 - 1);
+    # "d" has three rows at consecutive positions, as with draft tokens
+    slots = [slot_a, slot_b, slot_c, slot_d, slot_d, slot_d]
+    pos = [11, 20, 4, 1, 2, 3]
+    logits = torch.randn(len(slots), v2.vocab)
+    out = sampler.ead.apply(logits.clone(), context(slots, pos, v2.vocab))
+    ts = {0: 7, 3: 0, 4: 1, 5: 2}
+    for row in range(len(slots)):
+        tau = SCHEDULE.temperature_at(float(ts[row])) if row in ts else 1.0
+        assert torch.allclose(out[row], logits[row] / tau, rtol=1e-6), row
+
+
+def test_processor_validates_like_the_frontend():
+    from ead_vllm.vllm_ext.logits_processors import EADLogitsProcessor, EADLogitsProcessorV2
+
+    for cls in (EADLogitsProcessor, EADLogitsProcessorV2):
+        with pytest.raises(VLLMValidationError, match="ead_decay"):
+            cls.validate_params(SamplingParams(extra_args={"ead_decay": 0}))
+        cls.validate_params(SamplingParams(extra_args=EAD))
+
+
+@pytest.mark.parametrize("backend", ["auto", "triton"])
+def test_fused_route_samples_with_the_kernel(v2, monkeypatch, backend):
+    if backend == "triton":
+        from ead_vllm.kernels.api import triton_interpreting
+
+        if not triton_interpreting():
+            pytest.skip("the Triton kernel runs on CPU tensors only under TRITON_INTERPRET=1")
+    states, sampler = v2.make()
+    sampler.backend = backend
+    slots = [
+        add(states, sampler, "a", 5, SamplingParams(extra_args=EAD, seed=3)),
+        add(states, sampler, "b", 9, SamplingParams(temperature=0.6, extra_args=EAD)),
+    ]
+    flush(states, sampler)
+    pos = [5 + 6 - 1, 9 + 0 - 1]  # t = 6 and t = 0
+    ctx = context(slots, pos, v2.vocab)
+    logits = torch.randn(2, v2.vocab) * 2
+
+    calls = []
+    real = ead_kernels.ead_sample
+
+    def spy(x, **kwargs):
+        calls.append(kwargs)
+        return real(x, **kwargs)
+
+    monkeypatch.setattr(ead_kernels, "ead_sample", spy)
+    sampled, processed = sampler.sample(
+        logits.clone(),
+        ctx.expanded_idx_mapping,
+        ctx.idx_mapping,
+        ctx.idx_mapping_np,
+        ctx.pos,
+        ctx.input_ids,
+        ctx.expanded_local_pos,
+        ctx.seq_lens_upper_bound_np,
+        return_logprobs=True,
+    )
+    (call,) = calls
+    assert call["backend"] == backend
+    assert call["positions"].tolist() == [6, 0]
+    assert call["seeds"][0].item() == 3
+    assert call["base_temperature"].tolist() == pytest.approx([1.0, 0.6])
+    expected = real(
+        logits,
+        positions=torch.tensor([6, 0]),
+        seeds=call["seeds"],
+        tau_max=1.5,
+        tau_min=0.3,
+        decay=8.0,
+        warmup=1,
+        base_temperature=torch.tensor([1.0, 0.6]),
+    )
+    assert sampled.tolist() == expected.token_ids.tolist()
+    # processed logits in processed_logprobs mode are logits / (T * tau_t)
+    temps = torch.tensor([SCHEDULE.temperature_at(6.0), 0.6 * SCHEDULE.temperature_at(0.0)])
+    assert torch.allclose(processed, logits / temps[:, None], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("other", "fused"),
+    [
+        (SamplingParams(extra_args=EAD), True),
+        (SamplingParams(temperature=0.8), False),  # a non-EAD row: unfused route
+        (SamplingParams(extra_args=EAD, top_k=5), False),
+        (SamplingParams(extra_args=EAD, min_p=0.1), False),
+    ],
+)
+def test_route_choice(v2, other, fused):
+    states, sampler = v2.make()
+    slots = [
+        add(states, sampler, "a", 4, SamplingParams(extra_args=EAD)),
+        add(states, sampler, "b", 4, other),
+    ]
+    flush(states, sampler)
+    assert sampler._fusable(np.array(slots), return_logprobs=False) is fused
+
+
+def test_route_choice_refuses_logits_modes(v2):
+    states, sampler = v2.make(logprobs_mode="processed_logits")
+    slots = [add(states, sampler, "a", 4, SamplingParams(extra_args=EAD))]
+    flush(states, sampler)
+    assert sampler._fusable(np.array(slots), return_logprobs=False)
+    assert not sampler._fusable(np.array(slots), return_logprobs=True)
+
+
+def fake_runner_module(sampler_name_result=None):
+    module = ModuleType("fake_v2_runner")
+
+    class Sampler:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class GPUModelRunner:
+        def __init__(self, sampler_config):
+            self.vllm_config = sampler_config
+            self.sampler = None
+
+        def load_model(self):
+            self.sampler = sampler_name_result() if sampler_name_result else module.Sampler(x=1)
+
+    module.Sampler = Sampler
+    module.GPUModelRunner = GPUModelRunner
+    return module
+
+
+def test_load_model_patch(monkeypatch):
+    from ead_vllm.vllm_ext import v2_sampler
+    from ead_vllm.vllm_ext.v2_install import patch_v2_runner
+
+    class FakeEAD:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    monkeypatch.setattr(v2_sampler, "EADSamplerV2", FakeEAD)
+    module = fake_runner_module()
+    patch_v2_runner(module)
+    patch_v2_runner(module)  # idempotent
+
+    def cfg(sampler=None):
+        extra = {} if sampler is None else {"sampler": sampler}
+        return SimpleNamespace(
+            additional_config=extra,
+            speculative_config=None,
+            model_config=SimpleNamespace(logits_processors=None),
+        )
+
+    stock = module.GPUModelRunner(cfg())
+    stock.load_model()
+    assert type(stock.sampler) is module.Sampler
+    ead = module.GPUModelRunner(cfg("ead"))
+    ead.load_model()
+    assert isinstance(ead.sampler, FakeEAD) and ead.sampler.kwargs == {"x": 1}
+    assert module.Sampler is not FakeEAD  # restored after loading
+
+    spec = cfg("ead")
+    spec.speculative_config = object()
+    with pytest.raises(ValueError, match="speculative decoding"):
+        module.GPUModelRunner(spec).load_model()
+
+    other = fake_runner_module(sampler_name_result=lambda: object())
+    patch_v2_runner(other)
+    with pytest.raises(ValueError, match="cannot replace"):
+        other.GPUModelRunner(cfg("ead")).load_model()
+
+
+def test_real_v2_runner_is_patched_on_import():
+    import vllm.v1.worker.gpu.model_runner as runner_v2
+
+    from ead_vllm.vllm_ext import plugin
+
+    plugin.register()
+    assert getattr(runner_v2.GPUModelRunner.load_model, "_ead_patched", False)
