@@ -39,6 +39,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--problems", type=int, default=200, help="test problems (default 200)")
     p.add_argument("--samples", type=int, default=16, help="samples per problem, the max k")
     p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument(
+        "--max-model-len", type=int, default=None, help="engine context (default: the model's)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperatures", type=float, nargs="+", default=list(DEFAULT_TEMPERATURES))
     p.add_argument(
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         model=model,
         additional_config={"sampler": "ead"},
         dtype="float32",
-        max_model_len=256,
+        max_model_len=args.max_model_len,
         enforce_eager=True,
         seed=args.seed,
     )
