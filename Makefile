@@ -32,10 +32,12 @@ $(STAMP): pyproject.toml $(LOCK)
 test: setup
 	$(PY) -m pytest
 
+# Extra `ead-vllm serve` flags, e.g. make serve SERVE_ARGS='--ead-defaults {"decay":13.5}'
+SERVE_ARGS ?=
+PORT ?= 8000
 serve: setup
-	@echo "make serve: the OpenAI-compatible EAD server is not implemented yet (issue 6)." >&2
-	@echo "Today the package provides the schedule, controllers, kernels and toy model; see README." >&2
-	@exit 1
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} \
+	  $(VENV)/bin/ead-vllm serve --port $(PORT) $(SERVE_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
