@@ -13,11 +13,7 @@ log-probs) must give identical tokens and log-probs:
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -30,6 +26,7 @@ from vllm_engine_support import (  # noqa: E402
     make_llm,
     model_runner,
     run_fixed,
+    run_support_script,
     shutdown_llm,
 )
 
@@ -44,18 +41,7 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stock(model_dir):
     env = {**os.environ, **ENGINE_ENV, "VLLM_PLUGINS": ""}
-    support = Path(__file__).with_name("vllm_engine_support.py")
-    proc = subprocess.run(
-        [sys.executable, str(support), "stock", str(model_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=str(support.parent),
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT ") :])
+    result = run_support_script("stock", model_dir, env)
     assert result["stock_sampler"]
     return result
 

@@ -9,11 +9,7 @@ returned processed log-probs are the annealed ones at every position.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +22,7 @@ from vllm_engine_support import (  # noqa: E402
     MP_TEMPERATURES,
     Oracle,
     engine_model_dir,
+    run_support_script,
 )
 
 pytestmark = pytest.mark.slow
@@ -39,19 +36,9 @@ def test_spawned_engine_core_uses_the_ead_sampler(tmp_path_factory):
         "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
         "VLLM_CPU_KVCACHE_SPACE": "1",
     }
-    support = Path(__file__).with_name("vllm_engine_support.py")
-    proc = subprocess.run(
-        [sys.executable, str(support), "ead-multiprocess", str(model)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=str(support.parent),
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    rows = run_support_script("ead-multiprocess", model, env)
     oracle = Oracle(model)
-    for row, temperature in zip(json.loads(lines[-1][7:]), MP_TEMPERATURES, strict=True):
+    for row, temperature in zip(rows, MP_TEMPERATURES, strict=True):
         params = SamplingParams(temperature=temperature, extra_args=MP_EAD)
         ref = oracle.logprobs(row["prompt_token_ids"], row["token_ids"], params)
         assert np.abs(np.array(row["logprobs"]) - ref).max() < 1e-3

@@ -220,6 +220,26 @@ def run_fixed(llm: Any, params: list[Any]) -> list[dict[str, Any]]:
     return result
 
 
+def run_support_script(mode: str, model: Path, env: dict[str, str]) -> Any:
+    """Run this file as a script (``mode``: stock / ead-multiprocess) in a fresh
+    interpreter with ``env`` and return the JSON it prints on its last RESULT line."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, __file__, mode, str(model)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(Path(__file__).parent),
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
 def _stock_main(model: str) -> None:
     """Run the fixed requests on an engine and print JSON (used in a subprocess)."""
     import json
