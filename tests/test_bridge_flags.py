@@ -215,7 +215,7 @@ def doc_commands() -> list[list[str]]:
     import shlex
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "openrlhf.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     blocks = re.findall(r"```bash\n(python -m openrlhf_bridge\.train_ppo_ray.*?)```", text, re.S)
     return [shlex.split(block.replace("\\\n", " "))[3:] for block in blocks]
 

@@ -111,6 +111,33 @@ def test_ead_object_and_xargs_give_the_same_seeded_samples(client: openai.OpenAI
     assert len(texts) == 4
 
 
+def test_seeded_ead_is_reproducible_across_batch_compositions(server: str) -> None:
+    """A seeded EAD request gives the same samples alone and amid 24 concurrent others."""
+    target = {"prompt": PROMPTS[5], "n": 4, "seed": 77, "extra_body": {"ead": EAD}}
+
+    async def run(with_others: bool) -> list[str]:
+        aclient = openai.AsyncOpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+        async with aclient:
+            others = [
+                aclient.completions.create(
+                    model=MODEL,
+                    prompt=PROMPTS[i % len(PROMPTS)],
+                    max_tokens=8,
+                    n=1 + i % 3,
+                    temperature=0.5 + (i % 4) * 0.3,
+                    extra_body={"ead": {"decay": 2 + i}} if i % 2 else {},
+                )
+                for i in range(24 if with_others else 0)
+            ]
+            main = aclient.completions.create(model=MODEL, max_tokens=8, **target)
+            done = await asyncio.gather(*others[:12], main, *others[12:])
+        return [c.text for c in done[len(others) // 2].choices]
+
+    alone = asyncio.run(run(False))
+    assert asyncio.run(run(True)) == alone
+    assert asyncio.run(run(True)) == alone
+
+
 def test_ead_changes_the_distribution(client: openai.OpenAI) -> None:
     # With tau fixed at 0.01 from t = 0, EAD sampling is greedy for all practical purposes,
     # while plain sampling at the same request temperature (1.0) is not.
