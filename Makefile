@@ -32,12 +32,15 @@ $(STAMP): pyproject.toml $(LOCK)
 test: setup
 	$(PY) -m pytest
 
-# Extra `ead-vllm serve` flags, e.g. make serve SERVE_ARGS='--ead-defaults {"decay":13.5}'
+# make serve EAD_DEFAULTS='{"decay": 13.5}' makes EAD the default for every request;
+# SERVE_ARGS passes further `ead-vllm serve` (= `vllm serve`) flags.
 SERVE_ARGS ?=
+EAD_DEFAULTS ?=
 PORT ?= 8000
 serve: setup
 	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} \
-	  $(VENV)/bin/ead-vllm serve --port $(PORT) $(SERVE_ARGS)
+	  $(VENV)/bin/ead-vllm serve --port $(PORT) \
+	  $(if $(EAD_DEFAULTS),--ead-defaults '$(EAD_DEFAULTS)') $(SERVE_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
