@@ -69,16 +69,19 @@ def apply_ead(body: Any, defaults: EADParams | None = None) -> Any:
     anything that is not a JSON object is returned unchanged (vLLM rejects it).
     ``defaults`` are the server-wide EAD settings, or ``None`` when annealed
     decoding is opt-in per request. Raises :class:`EADRequestError` for bad
-    settings. The input is not modified.
+    settings. The input is not modified; when nothing changes it is returned
+    itself, so callers can skip re-encoding it.
     """
     if not isinstance(body, dict):
         return body
+    original = body
     body = dict(body)
     has_object = "ead" in body
     ead = body.pop("ead", None)
     xargs = body.get("vllm_xargs")
     if xargs is not None and not isinstance(xargs, dict):
-        return body  # vLLM's own schema validation reports it
+        # vLLM's own schema validation reports it
+        return body if has_object else original
     xargs = dict(xargs or {})
     ead_keys = {k: v for k, v in xargs.items() if str(k).startswith(EXTRA_ARGS_PREFIX)}
     others = {k: v for k, v in xargs.items() if k not in ead_keys}
@@ -103,6 +106,6 @@ def apply_ead(body: Any, defaults: EADParams | None = None) -> Any:
             f"'ead' must be an object, true, false or null; got {type(ead).__name__}", "ead"
         )
     if params is None:
-        return body
+        return body if has_object else original
     body["vllm_xargs"] = {**others, **params.to_extra_args()}
     return body

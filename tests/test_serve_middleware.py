@@ -203,6 +203,13 @@ def test_openapi_documents_the_ead_object(client: TestClient) -> None:
     assert set(ead["properties"]) == {"tau_max", "tau_min", "decay", "warmup"}
 
 
+def test_apply_ead_returns_an_untouched_body_itself() -> None:
+    # the middleware forwards the original bytes, without re-encoding, in this case
+    body = {"prompt": "x", "vllm_xargs": {"a": 1}}
+    assert apply_ead(body) is body
+    assert apply_ead(body, EADParams()) is not body
+
+
 def test_apply_ead_does_not_modify_its_input() -> None:
     body = {"prompt": "x", "ead": {"decay": 5}, "vllm_xargs": {"a": 1}}
     snapshot = json.loads(json.dumps(body))
