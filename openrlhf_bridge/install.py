@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from openrlhf_bridge.flags import BridgeConfig
+from openrlhf_bridge.config import BridgeConfig
 
 
 def substitutions(config: BridgeConfig) -> list[tuple[Any, str, Any]]:

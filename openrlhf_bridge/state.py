@@ -16,7 +16,7 @@ from typing import Any
 
 from ead_vllm.controllers import EntropyTemperatureController, RolloutBudgetAllocator
 from ead_vllm.params import EADParams
-from openrlhf_bridge.flags import BridgeConfig
+from openrlhf_bridge.config import BridgeConfig
 
 logger = logging.getLogger(__name__)
 

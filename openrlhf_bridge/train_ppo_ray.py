@@ -12,7 +12,11 @@ launcher runs that module with ``runpy`` twice, each time intercepting
    ``hierarchize`` and ``train(args)`` run unchanged, with the bridge's
    classes installed (:func:`openrlhf_bridge.install.bridge_installed`).
 
-Without any bridge feature switched on, OpenRLHF runs untouched.
+``--help`` and the flag checks work on a machine without flash-attn (a
+laptop): the parser is built with flash-attn stubbed
+(:mod:`openrlhf_bridge.imports`), and a real launch there stops with one
+message saying what is missing. Without any bridge feature switched on,
+OpenRLHF runs untouched.
 """
 
 from __future__ import annotations
@@ -21,19 +25,19 @@ import argparse
 import runpy
 import sys
 import warnings
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
 
-from openrlhf_bridge.flags import (
-    BridgeConfig,
-    BridgeFlagError,
-    add_bridge_arguments,
-    explicit_dests,
-    finalize,
-)
+from openrlhf_bridge.arguments import BRIDGE_PREFIXES, add_bridge_arguments, explicit_dests
+from openrlhf_bridge.checks import BridgeFlagError
+from openrlhf_bridge.combinations import finalize
+from openrlhf_bridge.config import BridgeConfig
+from openrlhf_bridge.imports import flash_attn_stubbed, missing_for_training
 from openrlhf_bridge.install import bridge_installed
+from openrlhf_bridge.swaps import check_module_names
 
 OPENRLHF_MAIN = "openrlhf.cli.train_ppo_ray"
+PROG = "python -m openrlhf_bridge.train_ppo_ray"
 
 
 class _ParserCaptured(Exception):
@@ -42,12 +46,15 @@ class _ParserCaptured(Exception):
         self.parser = parser
 
 
-def _run_main_once_patched(parse_args: Callable[..., Any]) -> None:
+def _run_main_once_patched(
+    parse_args: Callable[[argparse.ArgumentParser, Mapping[str, Any]], Any],
+) -> None:
+    # ``parse_args`` gets the parser and the globals of OpenRLHF's module (its caller).
     original = argparse.ArgumentParser.parse_args
 
     def once(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
         argparse.ArgumentParser.parse_args = original  # later parsers (libraries) are untouched
-        return parse_args(self, *args, **kwargs)
+        return parse_args(self, sys._getframe(1).f_globals)
 
     argparse.ArgumentParser.parse_args = once
     try:
@@ -60,23 +67,48 @@ def _run_main_once_patched(parse_args: Callable[..., Any]) -> None:
 
 
 def openrlhf_parser() -> argparse.ArgumentParser:
-    """OpenRLHF 0.11.2's own ``train_ppo_ray`` argument parser (nothing else runs)."""
+    """OpenRLHF 0.11.2's own ``train_ppo_ray`` argument parser (nothing else runs).
 
-    def capture(parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+    Where flash-attn is not installed, OpenRLHF's module is imported with it
+    stubbed (building the parser calls none of it).
+    """
+
+    def capture(parser: argparse.ArgumentParser, caller: Mapping[str, Any]) -> Any:
         raise _ParserCaptured(parser)
 
     try:
-        _run_main_once_patched(capture)
+        with flash_attn_stubbed():
+            _run_main_once_patched(capture)
     except _ParserCaptured as captured:
         return captured.parser
     raise RuntimeError(f"{OPENRLHF_MAIN} finished without parsing its arguments")
 
 
+def _one_line_error(parser: argparse.ArgumentParser) -> None:
+    # OpenRLHF's usage is ~190 lines: an error about a bridge flag is one line instead.
+    # Errors about OpenRLHF's own flags keep argparse's (stock) output.
+    stock_error = parser.error
+
+    def error(message: str) -> NoReturn:
+        if any(prefix in message for prefix in BRIDGE_PREFIXES):
+            fail(message)
+        stock_error(message)
+
+    parser.error = error  # type: ignore[method-assign]
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    """Print ``<prog>: error: <message>`` (one line) to stderr and exit with ``status``."""
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """OpenRLHF's parser with the bridge's ``--ead.*`` / ``--e3.*`` flags added."""
     parser = openrlhf_parser()
-    parser.prog = "python -m openrlhf_bridge.train_ppo_ray"
+    parser.prog = PROG
     add_bridge_arguments(parser)
+    _one_line_error(parser)
     return parser
 
 
@@ -84,8 +116,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, BridgeConfig]:
     """Parse ``argv`` with the combined parser and validate the bridge flags.
 
     Returns OpenRLHF's flat namespace (with the settings the bridge implies
-    applied, e.g. TIS) and the resolved :class:`BridgeConfig`. Bad values or
-    combinations exit like any argparse error (status 2, message on stderr).
+    applied, e.g. TIS) and the resolved :class:`BridgeConfig`. A bad bridge
+    value or combination exits with status 2 and one line on stderr naming
+    the flag and the rule.
     """
     argv = list(argv)
     parser = build_parser()
@@ -93,20 +126,72 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, BridgeConfig]:
     try:
         config = finalize(namespace, explicit_dests(parser, argv))
     except BridgeFlagError as exc:
-        parser.error(str(exc))
+        fail(str(exc))
     return namespace, config
 
 
-def run_openrlhf(namespace: argparse.Namespace) -> None:
-    """Run OpenRLHF's ``train_ppo_ray`` main block on an already parsed namespace."""
-    _run_main_once_patched(lambda parser, *args, **kwargs: namespace)
+def run_openrlhf(namespace: argparse.Namespace, swaps: Sequence[tuple[Any, str, Any]] = ()) -> None:
+    """Run OpenRLHF's ``train_ppo_ray`` main block on an already parsed namespace.
+
+    ``swaps`` (the installed substitutions) are checked against the names
+    OpenRLHF's module bound at import, before its ``train()`` runs.
+    """
+
+    def parsed(parser: argparse.ArgumentParser, caller: Mapping[str, Any]) -> argparse.Namespace:
+        check_module_names(caller, swaps)
+        return namespace
+
+    _run_main_once_patched(parsed)
+
+
+class _StopBeforeTrain(Exception):
+    pass
+
+
+def check_openrlhf_args(namespace: argparse.Namespace) -> None:
+    """Run OpenRLHF's post-parse checks on ``namespace`` and stop before its ``train()``.
+
+    For a machine that cannot train (:func:`missing_for_training`): the whole
+    command line is still checked as a real launch would check it; a failed
+    OpenRLHF check exits with status 2 and its message on one line.
+    """
+
+    def stop(args: Any) -> NoReturn:
+        raise _StopBeforeTrain
+
+    def parsed(parser: argparse.ArgumentParser, caller: Mapping[str, Any]) -> argparse.Namespace:
+        caller["train"] = stop  # type: ignore[index]  # looked up when the main block calls it
+        return namespace
+
+    try:
+        with flash_attn_stubbed():
+            _run_main_once_patched(parsed)
+    except _StopBeforeTrain:
+        return
+    except AssertionError as exc:  # OpenRLHF's post-parse checks are assertions
+        fail(f"OpenRLHF's argument checks refused the command line: {exc}")
+    raise RuntimeError(f"{OPENRLHF_MAIN} finished without calling train()")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: parse, validate, install the bridge, run OpenRLHF's trainer."""
+    """Entry point: parse, validate, check the machine, install the bridge, run OpenRLHF.
+
+    On a machine without what training needs (flash-attn), the command line
+    goes through OpenRLHF's own checks too, then the launcher exits with
+    status 1 and one line naming what is missing.
+    """
     namespace, config = parse_args(sys.argv[1:] if argv is None else argv)
-    with bridge_installed(config):
-        run_openrlhf(namespace)
+    missing = missing_for_training()
+    if missing:
+        check_openrlhf_args(namespace)
+        fail(
+            "cannot start training on this machine: "
+            + "; ".join(missing)
+            + ". The command line passed OpenRLHF's and the bridge's checks.",
+            status=1,
+        )
+    with bridge_installed(config) as swaps:
+        run_openrlhf(namespace, swaps)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from typing import Any
 import ray
 from openrlhf.trainer.ppo_trainer import PPOTrainer
 
+from openrlhf_bridge.config import BridgeConfig
 from openrlhf_bridge.experience import GroupedExperienceMaker
-from openrlhf_bridge.flags import BridgeConfig
 from openrlhf_bridge.rollout import EADSamplesGenerator
 from openrlhf_bridge.state import BridgeState
 

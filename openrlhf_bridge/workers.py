@@ -18,7 +18,7 @@ from openrlhf.trainer.ray.launcher import ReferenceModelActor
 from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
 
 from openrlhf_bridge.actor import PolicyTemperature
-from openrlhf_bridge.flags import BridgeConfig
+from openrlhf_bridge.config import BridgeConfig
 
 
 def _attach(actor: Any, args: Any) -> PolicyTemperature | None:
