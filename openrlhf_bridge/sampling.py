@@ -41,9 +41,14 @@ def rollout_sampling_params(
 
     Same fields as OpenRLHF's ``SamplesGenerator._dispatch_prompts_to_vllm``
     (top_p, top_k, max_tokens from ``max_new_tokens``, min_tokens,
-    skip_special_tokens; ``logprobs=1`` when OpenRLHF's IS correction is on),
-    with ``temperature`` (the controller's, or the fixed one) and, when ``ead``
-    is given, its ``ead_*`` keys in ``extra_args``.
+    skip_special_tokens), with ``temperature`` (the controller's, or the fixed
+    one) and, when ``ead`` is given, its ``ead_*`` keys in ``extra_args``.
+    ``logprobs`` (OpenRLHF's IS correction is on) asks for the sampled token's
+    log-prob only: ``logprobs=0``. OpenRLHF asks for ``logprobs=1``, the
+    sampled token plus the top-1 token, which makes vLLM's runner V1 compute a
+    full ``log_softmax`` over [batch, vocab] every step to rank a top token that
+    OpenRLHF's executors never read (they take the sampled token's entry only);
+    the EAD sampler returns the sampled token's log-prob without that pass.
     """
     return SamplingParams(
         temperature=temperature,
@@ -52,6 +57,6 @@ def rollout_sampling_params(
         max_tokens=generate_kwargs.get("max_new_tokens"),
         min_tokens=generate_kwargs.get("min_new_tokens", 1),
         skip_special_tokens=generate_kwargs.get("skip_special_tokens", False),
-        logprobs=1 if logprobs else None,
+        logprobs=0 if logprobs else None,
         extra_args=ead.to_extra_args() if ead is not None else None,
     )

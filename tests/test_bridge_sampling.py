@@ -142,7 +142,9 @@ def test_sampling_params_for_a_step_and_a_prompt():
         assert params.extra_args["ead_decay"] == 20 * (25 + 5 * 7)
         assert params.temperature == pytest.approx(0.9)
         assert params.max_tokens == 16 and params.top_p == 1.0
-        assert params.logprobs == 1  # TIS: OpenRLHF's IS correction asks for rollout log-probs
+        # TIS: OpenRLHF's IS correction needs the rollout log-probs, of the sampled token only
+        # (logprobs=0; OpenRLHF's logprobs=1 also ranks a top-1 token over the whole vocabulary)
+        assert params.logprobs == 0
 
 
 def reference_allocation(prompts, labels, rewards, epochs):
