@@ -15,28 +15,29 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-T = TypeVar("T", float, np.ndarray, torch.Tensor)
+from ead_vllm.kernels.schedule import MAX_EXPONENT as _MAX_EXPONENT
+from ead_vllm.kernels.schedule import ead_tau
 
-# exp() of this is ~1.1e26: finite in fp32, and far past the point where any
-# sane schedule has reached tau_min (that happens at exp(x) = 1 + tau_max - tau_min).
-_MAX_EXPONENT = 60.0
+T = TypeVar("T", float, np.ndarray, torch.Tensor)
 
 
 def _torch_schedule(
     t: torch.Tensor, tau_max: Any, tau_min: Any, decay: Any, warmup: Any
 ) -> torch.Tensor:
     out_dtype = t.dtype if t.is_floating_point() else torch.float32
-    # half types overflow at 65504 (t up to 1e12 must work): compute in fp32 or wider
-    dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
-    tt = t.to(dtype)
+    if out_dtype != torch.float64:
+        # fp32 (and half types, which overflow at 65504: t up to 1e12 must work)
+        # goes through the one definition the sampling kernels use, bit for bit.
+        tau = ead_tau(t, tau_max=tau_max, tau_min=tau_min, decay=decay, warmup=warmup)
+        return tau.to(out_dtype)
+    tt = t.to(torch.float64)
 
     def _as(x: Any) -> torch.Tensor:
-        return torch.as_tensor(x, dtype=dtype, device=t.device)
+        return torch.as_tensor(x, dtype=torch.float64, device=t.device)
 
     x = torch.clamp(tt / _as(decay), max=_MAX_EXPONENT)
     tau = torch.maximum(1.0 + _as(tau_max) - torch.exp(x), _as(tau_min))
-    tau = torch.where(tt < _as(warmup), torch.ones_like(tau), tau)
-    return tau.to(out_dtype)
+    return torch.where(tt < _as(warmup), torch.ones_like(tau), tau)
 
 
 def ead_temperature(

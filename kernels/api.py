@@ -9,6 +9,7 @@ import os
 from typing import Literal, NamedTuple
 
 import torch
+from ead_vllm.kernels.schedule import effective_temperature
 
 Backend = Literal["auto", "triton", "cpu", "torch"]
 BACKENDS = ("auto", "triton", "cpu", "torch")
@@ -26,16 +27,19 @@ class EADSample(NamedTuple):
     * ``token_ids`` int64: the sampled token of each row.
     * ``logprobs`` fp32: its log-probability under the annealed distribution
       ``softmax(logits / temperatures)``.
-    * ``base_logprobs`` fp32: its log-probability under ``softmax(logits / base_temperature)``.
-    * ``temperatures`` fp32: the effective temperature ``base_temperature * tau_t``.
-    * ``entropy`` fp32: entropy (nats) of the annealed distribution.
+    * ``base_logprobs`` fp32: its log-probability under ``softmax(logits / base_temperature)``;
+      None when ``ead_sample`` was called with ``return_base_logprobs=False``.
+    * ``temperatures`` fp32: the effective temperature ``base_temperature * tau_t``
+      (``schedule.effective_temperature``, the same bits on every backend).
+    * ``entropy`` fp32: entropy (nats) of the annealed distribution; None when
+      ``ead_sample`` was called with ``return_entropy=False``.
     """
 
     token_ids: torch.Tensor
     logprobs: torch.Tensor
-    base_logprobs: torch.Tensor
+    base_logprobs: torch.Tensor | None
     temperatures: torch.Tensor
-    entropy: torch.Tensor
+    entropy: torch.Tensor | None
 
 
 def ead_sample(
@@ -50,13 +54,16 @@ def ead_sample(
     base_temperature: float | torch.Tensor = 1.0,
     backend: Backend = "auto",
     validate: bool = True,
+    return_base_logprobs: bool = True,
+    return_entropy: bool = True,
 ) -> EADSample:
     """Sample one token per row with the EAD temperature, in one pass over the vocabulary.
 
     Row ``b`` is sampled from ``softmax(logits[b] / T_b)`` with
     ``T_b = base_temperature * tau(positions[b])`` and
     ``tau(t) = 1`` for ``t < warmup`` else ``max(1 + tau_max - exp(t / decay), tau_min)``
-    (``ead_vllm.schedules.ead_temperature``, computed in fp32).
+    (``ead_vllm.kernels.ead_tau``, computed once here in fp32 torch; every
+    backend samples at exactly these temperatures, bit for bit).
 
     Args:
         logits: [B, V] fp32, bf16 or fp16, any strides (upcast to fp32 inside).
@@ -77,6 +84,10 @@ def ead_sample(
             On GPU tensors the value checks synchronise with the device; pass
             False on hot paths whose inputs are known good. Shapes, dtypes and
             devices are always checked.
+        return_base_logprobs, return_entropy: compute ``base_logprobs`` /
+            ``entropy``; when False the field is None and the kernels skip the
+            base-temperature log-sum-exp / the entropy sum (less arithmetic per
+            logit). The vLLM glue passes False for both.
 
     Returns:
         :class:`EADSample`.
@@ -121,27 +132,24 @@ def ead_sample(
         _check_values(positions, warmup_t, params)
 
     name = _resolve_backend(backend, dev)
-    args = (
-        logits,
+    temperatures = effective_temperature(
         positions,
-        seeds,
-        params["tau_max"],
-        params["tau_min"],
-        params["decay"],
-        warmup_t,
-        params["base_temperature"],
+        tau_max=params["tau_max"],
+        tau_min=params["tau_min"],
+        decay=params["decay"],
+        warmup=warmup_t,
+        base_temperature=params["base_temperature"],
     )
+    args = (logits, positions, seeds, temperatures, params["base_temperature"])
+    flags = {"need_base": bool(return_base_logprobs), "need_entropy": bool(return_entropy)}
     if name == "torch":
-        from ead_vllm.kernels.reference import ead_sample_reference
-
-        return EADSample(*ead_sample_reference(*args))
-    if name == "cpu":
-        from ead_vllm.kernels.cpu_sampler import ead_sample_cpu
-
-        return EADSample(*ead_sample_cpu(*args))
-    from ead_vllm.kernels.triton_sampler import ead_sample_triton
-
-    return EADSample(*ead_sample_triton(*args))
+        from ead_vllm.kernels.reference import ead_sample_reference as run
+    elif name == "cpu":
+        from ead_vllm.kernels.cpu_sampler import ead_sample_cpu as run
+    else:
+        from ead_vllm.kernels.triton_sampler import ead_sample_triton as run
+    token_ids, logprobs, base_logprobs, entropy = run(*args, **flags)
+    return EADSample(token_ids, logprobs, base_logprobs, temperatures, entropy)
 
 
 # ------------------------------------------------------------------ backends

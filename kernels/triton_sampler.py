@@ -1,18 +1,35 @@
-"""Fused EAD sampler for GPUs: two small Triton kernels.
+"""Fused EAD sampler for GPUs: a streaming kernel and a per-row race kernel.
 
-``_ead_partials_kernel`` runs on a (row, split) grid: each program streams
-one slice of one row once, keeping an online max, the annealed and base
-sums, the entropy sum and the best exponential-race key of its slice
-(computing every token's race time: on a GPU the arithmetic is cheaper than
-the branching the CPU kernel uses to skip it), and writes those seven
-numbers to a small workspace. ``_ead_combine_kernel``
-merges a row's slices in split order and writes the outputs. No [B, V]
-tensor besides the logits is read or written.
+``_ead_stream_kernel`` runs on a (row, split) grid and reads each logit
+once. Per logit it does what the log-sum-exp needs and nothing else: the
+max of its noise block, ``t = (x - m) * log2(e) / T``, ``2**t`` and a sum
+(plus ``e * t`` for the entropy and a second ``2**t`` for the
+base-temperature sum, each only when asked for, as compile-time flags). It
+writes the online max and sums of its slice and the max of every noise
+block of 256 tokens ([B, ceil(V / 256)] floats, 0.4% of the logits' bytes).
 
-The split length depends on V only (at most ``MAX_SPLITS`` slices), never on
-B: a row is then reduced in the same order whatever batch it is in, which
-keeps the outputs bit-identical under batching (batch invariance). Small
-batches still get ``B * num_splits`` programs (50 for V = 151,936).
+``_ead_race_kernel`` (one program per row) merges the slices and runs the
+exponential race of ``noise.py`` exactly, using the whole row's block
+maxima: every race time of block b is at least ``M_b = Exp(g_b) / 256 >= w_b /
+256``, so ``(bmax_b - m) log2(e) / T + 8 - log2(w_b)`` bounds every race key
+of the block (log2 domain, no division). It visits blocks in decreasing order
+of that bound, ``RACE_BLOCKS`` at a time, re-reads their logits and computes
+their tokens' keys with the per-token hash; it stops when no unvisited
+block's bound reaches the best key found. On LLM-like logits that is one
+or two steps (the blocks of the few strong tokens); the per-token hash and
+logarithm never run on the rest of the row. The skip is exact: a skipped
+block's every key is below an achieved key (with slack for rounding), so the
+token is the argmax over every token, the same as the torch reference's
+except at floating-point near-ties.
+
+The split length depends on V only, never on B, and the race visits blocks in
+an order that depends only on the row: a row's outputs are bit-identical in
+any batch (batch invariance).
+
+Precision: the temperature arrives computed (``schedule.ead_tau``); the
+kernels use IEEE division (``div_rn``) for ``log2(e) / T`` and the log-probs,
+libdevice ``log`` for the race times and ``log Z``, and the approximate
+``ex2`` (MUFU) for the ``2**t`` of the sums (relative error ~2**-22 per term).
 
 Importing this module imports triton; ``ead_vllm.kernels.api`` does so only
 when the triton backend is used. Set ``TRITON_INTERPRET=1`` before the import
@@ -21,13 +38,23 @@ to run it on CPU tensors (the tests do).
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
 from ead_vllm.kernels import noise
 
-MAX_TILE = 1024
-MAX_SPLITS = 64
+NOISE_BLOCK = noise.NOISE_BLOCK
+TILE_BLOCKS = 8  # noise blocks per streaming tile: 2,048 logits, 16 per thread at 4 warps
+STREAM_WARPS = 4
+RACE_WARPS = 4
+RACE_BLOCKS = 4  # blocks the race kernel visits per step (1,024 logits)
+MAX_SPLITS = 64  # slices per row, at most; the race kernel merges them in a [64] vector
+MIN_RACE_VECTOR = 1024  # block-bound vector of the race kernel: V <= 262,144 in one size
+MAX_RACE_VECTOR = 4096  # V <= 1,048,576; larger vocabularies go to the torch reference
+MAX_VOCAB = MAX_RACE_VECTOR * NOISE_BLOCK
 
 # noise.py constants, as compile-time constants of the kernels.
 _MIX_MULT_1 = tl.constexpr(noise.MIX_MULT_1)
@@ -36,10 +63,14 @@ _TOKEN_MULT = tl.constexpr(noise.TOKEN_MULT)
 _ROW_SALT = tl.constexpr(noise.ROW_SALT)
 _BLOCK_SALT = tl.constexpr(noise.BLOCK_SALT)
 _ARGMIN_SALT = tl.constexpr(noise.ARGMIN_SALT)
-_NB_SHIFT = tl.constexpr(noise.NOISE_BLOCK_SHIFT)
-_NB_MASK = tl.constexpr(noise.NOISE_BLOCK - 1)
+_NB = tl.constexpr(noise.NOISE_BLOCK)
+_NB_LOG2 = tl.constexpr(float(noise.NOISE_BLOCK_SHIFT))
 _INV_NB = tl.constexpr(1.0 / noise.NOISE_BLOCK)
 _W_MAX = tl.constexpr(noise.W_MAX)
+_LOG2E = tl.constexpr(1.4426950408889634)
+_LN2 = tl.constexpr(0.6931471805599453)
+_NEG_INF = tl.constexpr(float("-inf"))
+_BIG_TOKEN = tl.constexpr(2**31 - 1)
 
 
 @triton.jit
@@ -62,6 +93,7 @@ def _row_key(seed, pos):
 
 @triton.jit
 def _uniform(h):
+    # Exact fp32 steps except one rounding (noise.py): the same bits as numpy.
     hi = (h >> 8).to(tl.int32).to(tl.float32)
     lo = (h & 0xFF).to(tl.int32).to(tl.float32) + 0.5
     w = (hi + lo * 0.00390625) * 5.9604644775390625e-08
@@ -71,9 +103,9 @@ def _uniform(h):
 @triton.jit
 def _race_time(w):
     # -log1p(-w) with relative accuracy near w = 0, where the race is won:
-    # 2 atanh(w / (2 - w)) as a series for w <= 1/2, else -log(1 - w)
-    # (1 - w is exact there and its log is far from 0).
-    s = w / (2.0 - w)
+    # 2 atanh(w / (2 - w)) as a series for w <= 1/2 (remainder < 1e-9 relative),
+    # else -log(1 - w) (1 - w is exact there and its log is far from 0).
+    s = tl.math.div_rn(w, 2.0 - w)
     s2 = s * s
     p = 1.0 / 15.0
     p = p * s2 + 1.0 / 13.0
@@ -87,246 +119,392 @@ def _race_time(w):
     return tl.where(w <= 0.5, series, -tl.log(1.0 - w))
 
 
-@triton.jit
-def _temperature(pos_ptr, tau_max_ptr, tau_min_ptr, decay_ptr, warmup_ptr, base_ptr, row):
-    # fp32, step for step as reference.effective_temperature.
-    t = tl.load(pos_ptr + row).to(tl.float32)
-    warm = tl.load(warmup_ptr + row).to(tl.float32)
-    x = tl.minimum(tl.math.div_rn(t, tl.load(decay_ptr + row)), 60.0)
-    tau = tl.maximum((1.0 + tl.load(tau_max_ptr + row)) - tl.exp(x), tl.load(tau_min_ptr + row))
-    tau = tl.where(t < warm, 1.0, tau)
-    base = tl.load(base_ptr + row)
-    return base * tau, base
+# ------------------------------------------------------------------ streaming
 
 
 @triton.jit
-def _ead_partials_kernel(
+def _tile_stats(
+    x, m, z, s, z0, scale, scale_b, NEED_BASE: tl.constexpr, NEED_ENTROPY: tl.constexpr
+):
+    """Fold one [TILE_BLOCKS, 256] fp32 tile into the running (m, z, s, z0).
+
+    ``z = sum 2**t``, ``s = sum 2**t * t`` and ``z0`` (the same at the base
+    temperature), t in log2 units relative to the running max ``m``. A NaN or
+    +inf logit makes ``z`` NaN, which is how the race kernel spots bad rows.
+    """
+    bm = tl.max(x, axis=1)
+    m_new = tl.maximum(m, tl.max(bm, axis=0))
+    # m_new is -inf while every logit so far is masked: then x - m_ref = -inf and 2**t = 0.
+    m_ref = tl.where(m_new == _NEG_INF, 0.0, m_new)
+    moved = m_new != m
+    # Clamped so that an empty history (m = -inf, z = 0) gives alpha = 0, not NaN.
+    delta = tl.where(moved, tl.maximum((m - m_ref) * scale, -1e30), 0.0)
+    alpha = tl.exp2(delta)
+    gap = x - m_ref
+    t = gap * scale
+    e = tl.exp2(t)
+    if NEED_ENTROPY:
+        # e * t with t floored: masked logits (t = -inf, e = 0) add 0, not NaN.
+        s = alpha * (s + delta * z) + tl.sum(tl.sum(e * tl.maximum(t, -127.0), axis=1), axis=0)
+    z = alpha * z + tl.sum(tl.sum(e, axis=1), axis=0)
+    if NEED_BASE:
+        delta0 = tl.where(moved, tl.maximum((m - m_ref) * scale_b, -1e30), 0.0)
+        z0 = tl.exp2(delta0) * z0 + tl.sum(tl.sum(tl.exp2(gap * scale_b), axis=1), axis=0)
+    return bm, m_new, z, s, z0
+
+
+# Ints that vary with the batch are not specialised (Triton would otherwise compile
+# new variants for B = 1 or B % 16 == 0, a stall on the first such batch).
+@triton.jit(do_not_specialize=["n_rows", "num_splits", "tiles_per_split", "n_blocks"])
+def _ead_stream_kernel(
     logits_ptr,
     stride_row,
-    stride_col,
     vocab,
-    pos_ptr,
-    seed_ptr,
-    tau_max_ptr,
-    tau_min_ptr,
-    decay_ptr,
-    warmup_ptr,
+    temp_ptr,
     base_ptr,
-    part_m_ptr,
-    part_z_ptr,
-    part_s_ptr,
-    part_z0_ptr,
-    part_best_ptr,
-    part_tok_ptr,
-    part_bad_ptr,
+    part_ptr,
+    bmax_ptr,
+    n_rows,
     num_splits,
     tiles_per_split,
-    TILE: tl.constexpr,
+    n_blocks,
+    TILE_BLOCKS: tl.constexpr,
+    NEED_BASE: tl.constexpr,
+    NEED_ENTROPY: tl.constexpr,
 ):
     row = tl.program_id(0)
     split = tl.program_id(1)
-    temp, base = _temperature(
-        pos_ptr, tau_max_ptr, tau_min_ptr, decay_ptr, warmup_ptr, base_ptr, row
-    )
-    inv_t = tl.math.div_rn(1.0, temp)
-    inv_b = tl.math.div_rn(1.0, base)
-    key = _row_key(tl.load(seed_ptr + row), tl.load(pos_ptr + row))
-    block_key = _mix32(key ^ _BLOCK_SALT)
+    scale = tl.math.div_rn(_LOG2E, tl.load(temp_ptr + row))
+    scale_b = 0.0
+    if NEED_BASE:
+        scale_b = tl.math.div_rn(_LOG2E, tl.load(base_ptr + row))
     row_ptr = logits_ptr + row.to(tl.int64) * stride_row
+    bmax_row = bmax_ptr + row.to(tl.int64) * n_blocks
+    TILE: tl.constexpr = TILE_BLOCKS * _NB
+    jb = tl.arange(0, TILE_BLOCKS)
+    offs = jb[:, None] * _NB + tl.arange(0, _NB)[None, :]
 
-    neg_inf = float("-inf")
-    m = tl.full((), neg_inf, tl.float32)
+    m = tl.full((), _NEG_INF, tl.float32)
     z = tl.zeros((), tl.float32)
     s = tl.zeros((), tl.float32)
     z0 = tl.zeros((), tl.float32)
-    best = tl.full((), -1.0, tl.float32)
-    best_tok = tl.zeros((), tl.int32)
-    n_bad = tl.zeros((), tl.int32)
-    lo = split * tiles_per_split * TILE
-    for i in range(0, tiles_per_split):
-        offs = lo + i * TILE + tl.arange(0, TILE)
-        in_row = offs < vocab
-        x = tl.load(row_ptr + offs.to(tl.int64) * stride_col, mask=in_row, other=neg_inf)
-        x = x.to(tl.float32)
-        n_bad += tl.sum(((x != x) | (x == float("inf"))).to(tl.int32), axis=0)
-
-        # Online rescaling when this tile raises the max (m may be -inf).
-        m_new = tl.maximum(m, tl.max(x, axis=0))
-        moved = m_new != m
-        # Clamped so that an empty history (m = -inf, z = 0) gives 0, not NaN.
-        delta = tl.where(moved, tl.maximum((m - m_new) * inv_t, -1e30), 0.0)
-        alpha = tl.exp(delta)
-        s = alpha * (s + delta * z)
-        z = alpha * z
-        z0 = tl.exp(tl.where(moved, tl.maximum((m - m_new) * inv_b, -1e30), 0.0)) * z0
-        best = tl.where(best > 0.0, best * alpha, best)
-        m = m_new
-
-        valid = x > neg_inf
-        gap = tl.where(valid, x - m, 0.0)
-        d = gap * inv_t
-        e = tl.where(valid, tl.exp(d), 0.0)
-        z += tl.sum(e, axis=0)
-        s += tl.sum(tl.where(e > 0.0, e * d, 0.0), axis=0)
-        z0 += tl.sum(tl.where(valid, tl.exp(gap * inv_b), 0.0), axis=0)
-
-        # Race times (noise.py): E = M_b at the block minimum J_b, else M_b + F_i.
-        tok = offs.to(tl.uint32)
-        g = _mix32(block_key ^ ((tok >> _NB_SHIFT) * _TOKEN_MULT))
-        m_b = _race_time(_uniform(g)) * _INV_NB
-        at_min = (tok & _NB_MASK) == (_mix32(g ^ _ARGMIN_SALT) >> 24)
-        f = _race_time(_uniform(_mix32(key ^ (tok * _TOKEN_MULT))))
-        k = tl.where(valid, e / tl.where(at_min, m_b, m_b + f), -1.0)
-        k_max = tl.max(k, axis=0)
-        k_arg = tl.argmax(k, axis=0, tie_break_left=True)
-        better = k_max > best
-        best = tl.where(better, k_max, best)
-        best_tok = tl.where(better, (lo + i * TILE + k_arg).to(tl.int32), best_tok)
+    first = split * tiles_per_split
+    end = tl.minimum(first + tiles_per_split, tl.cdiv(vocab, TILE))
+    full_end = tl.minimum(end, vocab // TILE)
+    # Full tiles: unmasked loads (no predicate or fill value per logit).
+    for tile in range(first, full_end):
+        x = tl.load(row_ptr + tile * TILE + offs).to(tl.float32)
+        bm, m, z, s, z0 = _tile_stats(x, m, z, s, z0, scale, scale_b, NEED_BASE, NEED_ENTROPY)
+        tl.store(bmax_row + tile * TILE_BLOCKS + jb, bm)
+    if full_end < end:  # the row's last, partial tile
+        at = full_end * TILE + offs
+        x = tl.load(row_ptr + at, mask=at < vocab, other=_NEG_INF).to(tl.float32)
+        bm, m, z, s, z0 = _tile_stats(x, m, z, s, z0, scale, scale_b, NEED_BASE, NEED_ENTROPY)
+        blk = full_end * TILE_BLOCKS + jb
+        tl.store(bmax_row + blk, bm, mask=blk < n_blocks)
 
     out = row * num_splits + split
-    tl.store(part_m_ptr + out, m)
-    tl.store(part_z_ptr + out, z)
-    tl.store(part_s_ptr + out, s)
-    tl.store(part_z0_ptr + out, z0)
-    tl.store(part_best_ptr + out, best)
-    tl.store(part_tok_ptr + out, best_tok)
-    tl.store(part_bad_ptr + out, n_bad)
+    plane = n_rows * num_splits
+    tl.store(part_ptr + out, m)
+    tl.store(part_ptr + plane + out, z)
+    if NEED_ENTROPY:
+        tl.store(part_ptr + 2 * plane + out, s)
+    if NEED_BASE:
+        tl.store(part_ptr + 3 * plane + out, z0)
 
 
-@triton.jit
-def _ead_combine_kernel(
+# ------------------------------------------------------------------ race and merge
+
+
+@triton.jit(do_not_specialize=["n_rows", "num_splits", "n_blocks", "need_base", "need_entropy"])
+def _ead_race_kernel(
     logits_ptr,
     stride_row,
-    stride_col,
+    vocab,
     pos_ptr,
-    tau_max_ptr,
-    tau_min_ptr,
-    decay_ptr,
-    warmup_ptr,
+    seed_ptr,
+    temp_ptr,
     base_ptr,
-    part_m_ptr,
-    part_z_ptr,
-    part_s_ptr,
-    part_z0_ptr,
-    part_best_ptr,
-    part_tok_ptr,
-    part_bad_ptr,
+    part_ptr,
+    bmax_ptr,
+    n_rows,
+    num_splits,
+    n_blocks,
     out_tok_ptr,
     out_lp_ptr,
     out_blp_ptr,
-    out_t_ptr,
     out_h_ptr,
-    num_splits,
+    out_visits_ptr,
+    need_base,
+    need_entropy,
     SPLITS: tl.constexpr,
+    NBLK: tl.constexpr,
+    RACE_BLOCKS: tl.constexpr,
 ):
     row = tl.program_id(0)
-    temp, base = _temperature(
-        pos_ptr, tau_max_ptr, tau_min_ptr, decay_ptr, warmup_ptr, base_ptr, row
-    )
-    inv_t = tl.math.div_rn(1.0, temp)
-    inv_b = tl.math.div_rn(1.0, base)
-    neg_inf = float("-inf")
+    temp = tl.load(temp_ptr + row)
+    scale = tl.math.div_rn(_LOG2E, temp)
+    row_ptr = logits_ptr + row.to(tl.int64) * stride_row
 
+    # Merge the slices (log2 units relative to the row max m).
     j = tl.arange(0, SPLITS)
-    mask = j < num_splits
+    live_split = j < num_splits
+    plane = n_rows * num_splits
     at = row * num_splits + j
-    m_s = tl.load(part_m_ptr + at, mask=mask, other=neg_inf)
-    z_s = tl.load(part_z_ptr + at, mask=mask, other=0.0)
-    s_s = tl.load(part_s_ptr + at, mask=mask, other=0.0)
-    z0_s = tl.load(part_z0_ptr + at, mask=mask, other=0.0)
-    best_s = tl.load(part_best_ptr + at, mask=mask, other=-1.0)
-    tok_s = tl.load(part_tok_ptr + at, mask=mask, other=0)
-    bad = tl.sum(tl.load(part_bad_ptr + at, mask=mask, other=0), axis=0) > 0
-
+    m_s = tl.load(part_ptr + at, mask=live_split, other=_NEG_INF)
+    z_s = tl.load(part_ptr + plane + at, mask=live_split, other=0.0)
     m = tl.max(m_s, axis=0)
-    live = m_s > neg_inf
-    gap = tl.where(live, m_s - m, 0.0)
-    delta = gap * inv_t
-    scale = tl.where(live, tl.exp(delta), 0.0)
-    big_z = tl.sum(scale * z_s, axis=0)
-    big_s = tl.sum(tl.where(scale > 0.0, scale * (s_s + delta * z_s), 0.0), axis=0)
-    big_z0 = tl.sum(tl.where(live, tl.exp(gap * inv_b), 0.0) * z0_s, axis=0)
-    k = tl.where(live & (best_s > 0.0), best_s * scale, -1.0)
-    winner = tl.argmax(k, axis=0, tie_break_left=True)
-    tok = tl.sum(tl.where(j == winner, tok_s, 0), axis=0)
+    live = m_s > _NEG_INF
+    d = tl.where(live, (m_s - m) * scale, 0.0)
+    w_s = tl.where(live, tl.exp2(d), 0.0)
+    big_z = tl.sum(w_s * z_s, axis=0)
+    # NaN or +inf anywhere makes some z (hence big_z) NaN; all -inf leaves m = -inf.
+    good = (big_z == big_z) & (m > _NEG_INF) & (m < float("inf"))
 
-    degenerate = bad | (m == neg_inf) | (m != m)
-    tok = tl.where(degenerate, 0, tok)
-    x_tok = tl.load(logits_ptr + row.to(tl.int64) * stride_row + tok.to(tl.int64) * stride_col)
-    d_tok = x_tok.to(tl.float32) - m
+    # Block bounds: every race time of block b is >= M_b >= w_b / 256, so
+    # key_i = (x_i - m) log2(e) / T - log2(E_i) <= (bmax_b - m) * scale + 8 - log2(w_b).
+    key = _row_key(tl.load(seed_ptr + row), tl.load(pos_ptr + row))
+    block_key = _mix32(key ^ _BLOCK_SALT)
+    b = tl.arange(0, NBLK)
+    bmax = tl.load(bmax_ptr + row.to(tl.int64) * n_blocks + b, mask=b < n_blocks, other=_NEG_INF)
+    g = _mix32(block_key ^ (b.to(tl.uint32) * _TOKEN_MULT))
+    bound = (bmax - m) * scale + (_NB_LOG2 - tl.log(_uniform(g)) * _LOG2E)
+    bound = tl.where(good, tl.where(bmax > _NEG_INF, bound, _NEG_INF), _NEG_INF)
+
+    k = tl.arange(0, RACE_BLOCKS)
+    jt = tl.arange(0, _NB)
+    best = tl.full((), _NEG_INF, tl.float32)
+    best_tok = tl.zeros((), tl.int32)
+    visits = tl.zeros((), tl.int32)
+    thr = tl.full((), _NEG_INF, tl.float32)
+    while tl.max(bound, axis=0) > thr:
+        # The RACE_BLOCKS unvisited blocks with the largest bounds (ties: lowest index).
+        pick = tl.zeros((RACE_BLOCKS,), tl.int32)
+        ok = tl.zeros((RACE_BLOCKS,), tl.int32)
+        for i in tl.static_range(RACE_BLOCKS):
+            top = tl.max(bound, axis=0)
+            arg = tl.argmax(bound, axis=0, tie_break_left=True).to(tl.int32)
+            pick = tl.where(k == i, arg, pick)
+            ok = tl.where(k == i, (top > thr).to(tl.int32), ok)
+            bound = tl.where(b == arg, _NEG_INF, bound)
+        tok = pick[:, None] * _NB + jt[None, :]
+        inside = (ok[:, None] != 0) & (tok < vocab)
+        x = tl.load(row_ptr + tok, mask=inside, other=_NEG_INF).to(tl.float32)
+        # Race times (noise.py): E = M_b at the block minimum J_b, else M_b + F_i.
+        gk = _mix32(block_key ^ (pick.to(tl.uint32) * _TOKEN_MULT))
+        m_b = _race_time(_uniform(gk)) * _INV_NB
+        j_b = (_mix32(gk ^ _ARGMIN_SALT) >> 24).to(tl.int32)
+        f = _race_time(_uniform(_mix32(key ^ (tok.to(tl.uint32) * _TOKEN_MULT))))
+        e_time = tl.where(jt[None, :] == j_b[:, None], m_b[:, None], m_b[:, None] + f)
+        kval = tl.where(x > _NEG_INF, (x - m) * scale - tl.log(e_time) * _LOG2E, _NEG_INF)
+        k_max = tl.max(tl.max(kval, axis=1), axis=0)
+        k_tok = tl.min(tl.min(tl.where(kval == k_max, tok, _BIG_TOKEN), axis=1), axis=0)
+        better = (k_max > best) | ((k_max == best) & (k_tok < best_tok))
+        best = tl.where(better, k_max, best)
+        best_tok = tl.where(better, k_tok, best_tok)
+        # Slack for rounding in the keys and the bounds (both ~1e-6 relative).
+        thr = best - (0.00390625 + tl.abs(best) * 0.000244140625)
+        visits += tl.sum(ok, axis=0)
+
+    tok = tl.where(good, best_tok, 0)
+    gap = tl.load(row_ptr + tok).to(tl.float32) - m
     log_z = tl.log(big_z)
     nan = float("nan")
     tl.store(out_tok_ptr + row, tok.to(tl.int64))
-    tl.store(out_lp_ptr + row, tl.where(degenerate, nan, d_tok * inv_t - log_z))
-    tl.store(out_blp_ptr + row, tl.where(degenerate, nan, d_tok * inv_b - tl.log(big_z0)))
-    tl.store(out_t_ptr + row, temp)
-    tl.store(out_h_ptr + row, tl.where(degenerate, nan, log_z - big_s / big_z))
+    tl.store(out_lp_ptr + row, tl.where(good, tl.math.div_rn(gap, temp) - log_z, nan))
+    tl.store(out_visits_ptr + row, visits)
+    if need_entropy:
+        s_s = tl.load(part_ptr + 2 * plane + at, mask=live_split, other=0.0)
+        big_s = tl.sum(tl.where(live, w_s * (s_s + d * z_s), 0.0), axis=0)
+        ent = log_z - tl.math.div_rn(big_s * _LN2, big_z)
+        tl.store(out_h_ptr + row, tl.where(good, ent, nan))
+    if need_base:
+        base = tl.load(base_ptr + row)
+        scale_b = tl.math.div_rn(_LOG2E, base)
+        z0_s = tl.load(part_ptr + 3 * plane + at, mask=live_split, other=0.0)
+        big_z0 = tl.sum(tl.where(live, tl.exp2((m_s - m) * scale_b), 0.0) * z0_s, axis=0)
+        blp = tl.math.div_rn(gap, base) - tl.log(big_z0)
+        tl.store(out_blp_ptr + row, tl.where(good, blp, nan))
 
 
-def split_config(vocab: int, max_splits: int = MAX_SPLITS) -> tuple[int, int, int]:
-    """(TILE, tiles_per_split, num_splits) for a vocabulary size; depends on V only."""
-    tile = min(MAX_TILE, triton.next_power_of_2(max(vocab, 1)))
+# ------------------------------------------------------------------ wrapper
+
+
+class SplitConfig(NamedTuple):
+    """Launch shape for a vocabulary size (a function of V only: batch invariance)."""
+
+    tiles_per_split: int
+    num_splits: int
+    n_blocks: int  # noise blocks per row, ceil(V / 256)
+    race_vector: int  # NBLK of the race kernel, a power of two >= n_blocks
+
+
+def split_config(vocab: int, max_splits: int = MAX_SPLITS) -> SplitConfig:
+    """Slices of ``TILE_BLOCKS * 256`` logits per row; at most ``max_splits`` slices."""
+    tile = TILE_BLOCKS * NOISE_BLOCK
     n_tiles = triton.cdiv(vocab, tile)
     tiles_per_split = triton.cdiv(n_tiles, max_splits)
-    return tile, tiles_per_split, triton.cdiv(n_tiles, tiles_per_split)
+    n_blocks = triton.cdiv(vocab, NOISE_BLOCK)
+    race_vector = max(MIN_RACE_VECTOR, triton.next_power_of_2(n_blocks))
+    return SplitConfig(
+        tiles_per_split, triton.cdiv(n_tiles, tiles_per_split), n_blocks, race_vector
+    )
+
+
+class Workspace(NamedTuple):
+    parts: torch.Tensor  # [4, B, num_splits] fp32: m, z, s, z0 of each slice
+    bmax: torch.Tensor  # [B, n_blocks] fp32: max logit of each noise block
+    visits: torch.Tensor  # [B] int32: blocks the race visited (for the cost model)
+
+
+def _launch(
+    logits: torch.Tensor,
+    positions: torch.Tensor,
+    seeds: torch.Tensor,
+    temperatures: torch.Tensor,
+    base_temperature: torch.Tensor,
+    need_base: bool,
+    need_entropy: bool,
+    max_splits: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Workspace]:
+    n_rows, vocab = logits.shape
+    dev = logits.device
+    cfg = split_config(vocab, max_splits)
+    ws = Workspace(
+        torch.empty((4, n_rows, cfg.num_splits), dtype=torch.float32, device=dev),
+        torch.empty((n_rows, cfg.n_blocks), dtype=torch.float32, device=dev),
+        torch.zeros(n_rows, dtype=torch.int32, device=dev),
+    )
+    out_tok = torch.empty(n_rows, dtype=torch.int64, device=dev)
+    out_lp, out_blp, out_h = (torch.empty(n_rows, dtype=torch.float32, device=dev) for _ in "abc")
+    if n_rows == 0:
+        return out_tok, out_lp, out_blp, out_h, ws
+    _ead_stream_kernel[(n_rows, cfg.num_splits)](
+        logits,
+        logits.stride(0),
+        vocab,
+        temperatures,
+        base_temperature,
+        ws.parts,
+        ws.bmax,
+        n_rows,
+        cfg.num_splits,
+        cfg.tiles_per_split,
+        cfg.n_blocks,
+        TILE_BLOCKS=TILE_BLOCKS,
+        NEED_BASE=need_base,
+        NEED_ENTROPY=need_entropy,
+        num_warps=STREAM_WARPS,
+    )
+    _ead_race_kernel[(n_rows,)](
+        logits,
+        logits.stride(0),
+        vocab,
+        positions,
+        seeds,
+        temperatures,
+        base_temperature,
+        ws.parts,
+        ws.bmax,
+        n_rows,
+        cfg.num_splits,
+        cfg.n_blocks,
+        out_tok,
+        out_lp,
+        out_blp,
+        out_h,
+        ws.visits,
+        int(need_base),
+        int(need_entropy),
+        SPLITS=MAX_SPLITS,
+        NBLK=cfg.race_vector,
+        RACE_BLOCKS=RACE_BLOCKS,
+        num_warps=RACE_WARPS,
+    )
+    return out_tok, out_lp, out_blp, out_h, ws
 
 
 def ead_sample_triton(
     logits: torch.Tensor,
     positions: torch.Tensor,
     seeds: torch.Tensor,
-    tau_max: torch.Tensor,
-    tau_min: torch.Tensor,
-    decay: torch.Tensor,
-    warmup: torch.Tensor,
+    temperatures: torch.Tensor,
     base_temperature: torch.Tensor,
     *,
+    need_base: bool = True,
+    need_entropy: bool = True,
     max_splits: int = MAX_SPLITS,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Triton entry; inputs validated and broadcast to [B] by ``ead_sample``.
 
-    ``logits`` [B, V] fp32/bf16/fp16, any strides; ``positions``, ``seeds``,
-    ``warmup`` int64 [B]; ``tau_max``, ``tau_min``, ``decay``,
+    ``logits`` [B, V] fp32/bf16/fp16, any row stride (a non-unit column stride
+    is copied to contiguous first); ``positions``, ``seeds`` int64 [B];
+    ``temperatures`` fp32 [B] (``schedule.effective_temperature``);
     ``base_temperature`` fp32 [B], all on the logits' device. Returns
-    (token_ids, logprobs, base_logprobs, temperatures, entropy).
+    (token_ids, logprobs, base_logprobs or None, entropy or None).
     ``max_splits`` exists for tests (several tiles per program at small V).
+    Vocabularies above ``MAX_VOCAB`` (2**20) use the torch reference.
     """
-    n_rows, vocab = logits.shape
-    dev = logits.device
-    out_tok = torch.empty(n_rows, dtype=torch.int64, device=dev)
-    out = [torch.empty(n_rows, dtype=torch.float32, device=dev) for _ in range(4)]
-    if n_rows == 0:
-        return out_tok, *out
-    tile, tiles_per_split, num_splits = split_config(vocab, max_splits)
-    f32 = torch.empty((7, n_rows, num_splits), dtype=torch.float32, device=dev)
-    part_m, part_z, part_s, part_z0, part_best = f32[0], f32[1], f32[2], f32[3], f32[4]
-    part_tok, part_bad = f32[5].view(torch.int32), f32[6].view(torch.int32)
-    sched = (positions, tau_max, tau_min, decay, warmup, base_temperature)
-    parts = (part_m, part_z, part_s, part_z0, part_best, part_tok, part_bad)
-    _ead_partials_kernel[(n_rows, num_splits)](
+    if logits.shape[1] > MAX_VOCAB:
+        from ead_vllm.kernels.reference import ead_sample_reference
+
+        return ead_sample_reference(
+            logits,
+            positions,
+            seeds,
+            temperatures,
+            base_temperature,
+            need_base=need_base,
+            need_entropy=need_entropy,
+        )
+    if logits.shape[0] > 0 and logits.stride(1) != 1:
+        logits = logits.contiguous()
+    tok, lp, blp, ent, _ = _launch(
         logits,
-        logits.stride(0),
-        logits.stride(1),
-        vocab,
         positions,
         seeds,
-        *sched[1:],
-        *parts,
-        num_splits,
-        tiles_per_split,
-        TILE=tile,
-        num_warps=4,
+        temperatures.to(torch.float32).contiguous(),
+        base_temperature.to(torch.float32).contiguous(),
+        bool(need_base),
+        bool(need_entropy),
+        max_splits,
     )
-    _ead_combine_kernel[(n_rows,)](
-        logits,
-        logits.stride(0),
-        logits.stride(1),
-        *sched,
-        *parts,
-        out_tok,
-        *out,
-        num_splits,
-        SPLITS=triton.next_power_of_2(num_splits),
-        num_warps=1,
-    )
-    return out_tok, *out
+    return tok, lp, blp if need_base else None, ent if need_entropy else None
+
+
+def race_visits(
+    logits: torch.Tensor,
+    positions: torch.Tensor,
+    seeds: torch.Tensor,
+    temperatures: torch.Tensor,
+) -> torch.Tensor:
+    """[B] int32: noise blocks the race kernel re-read for each row (cost-model input)."""
+    if logits.stride(1) != 1:
+        logits = logits.contiguous()
+    temps = temperatures.to(torch.float32).contiguous()
+    return _launch(logits, positions, seeds, temps, temps, False, False, MAX_SPLITS)[4].visits
+
+
+@functools.cache
+def _warmed(device: str, dtype: torch.dtype, vocab_size: int) -> bool:
+    flags = (False, True)
+    n = 1
+    logits = torch.zeros((n, vocab_size), dtype=dtype, device=device)
+    one = torch.ones(n, dtype=torch.int64, device=device)
+    temps = torch.ones(n, dtype=torch.float32, device=device)
+    for need_base in flags:
+        for need_entropy in flags:
+            _launch(logits, one, one, temps, temps, need_base, need_entropy, MAX_SPLITS)
+    if logits.is_cuda:
+        torch.cuda.synchronize(logits.device)
+    return True
+
+
+def prepare_triton(device: torch.device, dtype: torch.dtype, vocab_size: int) -> None:
+    """Compile and load every kernel variant for (device, dtype, V): all four flag pairs.
+
+    Triton compiles at the first launch of a variant (seconds) and caches the
+    binary on disk; one tiny launch per variant moves that cost to start-up.
+    Idempotent: a second call for the same triple returns at once.
+    """
+    _warmed(str(torch.device(device)), dtype, int(vocab_size))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from ead_vllm.kernels import ead_sample, noise
-from ead_vllm.kernels.reference import effective_temperature
+from ead_vllm.kernels.schedule import effective_temperature
 from scipy import stats
 
 from ead_vllm.schedules import ead_temperature
@@ -164,7 +164,9 @@ def test_temperature_is_the_schedule_in_fp32():
     pos = torch.tensor([0, 5, 9, 10, 11, 100, 1000, 10**6, 10**9])
     kw = dict(tau_max=2.0, tau_min=0.2, decay=300.0, warmup=10)
     t = effective_temperature(
-        pos, *(torch.full((9,), v) for v in (2.0, 0.2, 300.0)), torch.full((9,), 10), torch.ones(9)
+        pos,
+        **{k: torch.full((9,), v) for k, v in kw.items()},
+        base_temperature=torch.ones(9),
     )
     want = ead_temperature(pos.double(), **kw)
     assert torch.allclose(t.double(), want, rtol=1e-6)
