@@ -93,7 +93,7 @@ def check(batch: InputBatch, state: EADBatchState, reqs: dict) -> None:
     assert view.tau_max.tolist() == pytest.approx([e[2].tau_max for e in expected])
     assert view.decay.tolist() == pytest.approx([e[2].decay for e in expected])
     assert view.warmup.tolist() == [e[2].warmup for e in expected]
-    taus = view.taus()
+    taus = view.taus(torch.device("cpu")).tolist()
     for (_, t, params), tau in zip(expected, taus, strict=True):
         assert tau == pytest.approx(params.temperature_at(float(t)))
 
@@ -128,7 +128,7 @@ def test_positions_follow_every_batch_event():
     batch.refresh_metadata()
     check(batch, state, reqs)
     view = state.view()
-    assert view.fusable.tolist() == [True, False, True]
+    assert view.needs_mask.tolist() == [False, True, False]
     assert view.seeds[-1] == 99
 
     for _ in range(3):
@@ -240,7 +240,7 @@ def test_rows_without_ead_keys_or_greedy_are_not_ead_rows():
     assert make_row(SamplingParams(extra_args={"other": 1}), [], rng, VOCAB) is None
     assert make_row(ead(0, temperature=0.0), [], rng, VOCAB) is None
     row = make_row(ead(0, min_p=0.1), [], rng, VOCAB)
-    assert row is not None and not row.fusable
+    assert row is not None and row.needs_mask
     row = make_row(ead(0, top_k=VOCAB + 5), [], rng, VOCAB)
-    assert row is not None and row.fusable
+    assert row is not None and not row.needs_mask
     assert np.isclose(make_row(ead(2), [], rng, VOCAB).params.decay, 12.0)

@@ -51,7 +51,7 @@ def v2(tmp_path_factory):
     config = EngineArgs(model=str(model), dtype="float32", max_model_len=128).create_engine_config()
     vocab = config.model_config.get_vocab_size()
 
-    def make(logprobs_mode="processed_logprobs"):
+    def make(logprobs_mode="processed_logprobs", sampler_cls=EADSamplerV2):
         states = RequestState(
             max_num_reqs=MAX_REQS,
             max_model_len=128,
@@ -60,7 +60,7 @@ def v2(tmp_path_factory):
             vocab_size=vocab,
             device=torch.device("cpu"),
         )
-        sampler = EADSamplerV2(
+        sampler = sampler_cls(
             vllm_config=config,
             max_num_reqs=MAX_REQS,
             vocab_size=vocab,
@@ -115,7 +115,7 @@ def test_processor_divides_ead_rows_by_tau_at_t(v2):
     slot_c = add(states, sampler, "c", 4, SamplingParams(temperature=0.0, extra_args=EAD))
     slot_d = add(states, sampler, "d", 2, SamplingParams(temperature=0.9, extra_args=EAD))
     flush(states, sampler)
-    assert sampler.logits_processors[-1] is sampler.ead
+    assert sampler.ead not in sampler.logits_processors  # the sampler applies EAD itself
     assert sampler.ead.is_ead.np[[slot_a, slot_b, slot_c, slot_d]].tolist() == [1, 0, 0, 1]
     # "a" is decoding its 8th token (pos of the fed token = prompt 5 + 7 - 1);
     # "d" has three rows at consecutive positions, as with draft tokens
@@ -196,31 +196,133 @@ def test_fused_route_samples_with_the_kernel(v2, monkeypatch, backend):
     assert torch.allclose(processed, logits / temps[:, None], rtol=1e-5)
 
 
-@pytest.mark.parametrize(
-    ("other", "fused"),
-    [
-        (SamplingParams(extra_args=EAD), True),
-        (SamplingParams(temperature=0.8), False),  # a non-EAD row: unfused route
-        (SamplingParams(extra_args=EAD, top_k=5), False),
-        (SamplingParams(extra_args=EAD, min_p=0.1), False),
-    ],
-)
-def test_route_choice(v2, other, fused):
+@pytest.fixture
+def torch_stages(monkeypatch):
+    """Torch stand-ins for vLLM's V2 Triton stages, which cannot run on CPU.
+
+    Temperature, min_p and Gumbel sampling are Triton kernels in vLLM's V2
+    sampler; these replacements keep their contracts (in-place temperature
+    with greedy rows left alone, min_p in probability space, noise keyed by the
+    slot's seed and the position only), so the routing and assembly of our
+    sampler around them is what these tests check.
+    """
+    import vllm.v1.worker.gpu.sample.sampler as v2_sampler_mod
+    import vllm.v1.worker.gpu.sample.states as v2_states
+
+    def apply_temperature(logits, idx_mapping, temperature):
+        t = temperature[idx_mapping.long()].to(logits.dtype)
+        logits.div_(torch.where(t == 0, torch.ones_like(t), t)[:, None])
+
+    def apply_min_p(logits, idx_mapping, min_p):
+        from ead_vllm.vllm_ext.ead_masks import min_p_mask_
+
+        min_p_mask_(logits, min_p[idx_mapping.long()])
+
+    def gumbel_sample(logits, idx_mapping, temperature, seeds, pos, **_):
+        out = []
+        for row in range(logits.shape[0]):
+            slot = int(idx_mapping[row])
+            if float(temperature[slot]) == 0.0:
+                out.append(int(logits[row].argmax()))
+                continue
+            gen = torch.Generator().manual_seed(int(seeds[slot]) % 2**62 + 7919 * int(pos[row]))
+            u = torch.rand(logits.shape[1], generator=gen).clamp_min(1e-12)
+            out.append(int((logits[row] - torch.log(-torch.log(u))).argmax()))
+        return torch.tensor(out, dtype=torch.int64)
+
+    monkeypatch.setattr(v2_states, "apply_temperature", apply_temperature)
+    monkeypatch.setattr(v2_states, "apply_min_p", apply_min_p)
+    monkeypatch.setattr(v2_sampler_mod, "gumbel_sample", gumbel_sample)
+
+
+def run_sample(sampler, slots, pos, logits, vocab, return_logprobs=True):
+    ctx = context(slots, pos, vocab)
+    return sampler.sample(
+        logits.clone(),
+        ctx.expanded_idx_mapping,
+        ctx.idx_mapping,
+        ctx.idx_mapping_np,
+        ctx.pos,
+        ctx.input_ids,
+        ctx.expanded_local_pos,
+        ctx.seq_lens_upper_bound_np,
+        return_logprobs=return_logprobs,
+    )
+
+
+MIXED = [
+    ("e1", 5, SamplingParams(extra_args=EAD, seed=3)),
+    ("s1", 4, SamplingParams(temperature=0.8, seed=5)),
+    ("e2", 6, SamplingParams(temperature=1.2, top_p=0.9, extra_args=EAD, seed=7)),
+    ("s2", 3, SamplingParams(temperature=1.1, min_p=0.1, seed=8)),
+    ("g", 7, SamplingParams(temperature=0.0)),
+    ("e3", 4, SamplingParams(temperature=0.9, top_k=6, min_p=0.05, extra_args=EAD)),
+    ("s3", 5, SamplingParams(temperature=1.0, top_k=4)),
+]
+
+
+def test_mixed_batch_runs_the_kernel_for_its_ead_rows(v2, torch_stages, monkeypatch):
     states, sampler = v2.make()
-    slots = [
-        add(states, sampler, "a", 4, SamplingParams(extra_args=EAD)),
-        add(states, sampler, "b", 4, other),
-    ]
+    np.random.seed(0)  # vLLM draws unseeded requests' seeds from numpy's generator
+    slots = [add(states, sampler, name, n, params) for name, n, params in MIXED]
     flush(states, sampler)
-    assert sampler._fusable(np.array(slots), return_logprobs=False) is fused
+    pos = [n + 3 for _, n, _ in MIXED]  # t = 4 for every row
+    logits = torch.randn(len(slots), v2.vocab, generator=torch.Generator().manual_seed(1)) * 2
+
+    calls = []
+    real = ead_kernels.ead_sample
+
+    def spy(x, **kwargs):
+        calls.append((x.clone(), kwargs))
+        return real(x, **kwargs)
+
+    monkeypatch.setattr(ead_kernels, "ead_sample", spy)
+    sampled, processed = run_sample(sampler, slots, pos, logits, v2.vocab)
+    ((x, kwargs),) = calls
+    assert x.shape[0] == 3 and kwargs["positions"].tolist() == [4, 4, 4]
+    # EAD rows with top-p / top-k+min_p arrive masked at T * tau_t
+    tau = SCHEDULE.temperature_at(4.0)
+    from vllm_engine_support import top_p_mask
+
+    keep_p = torch.isfinite(top_p_mask(logits[2] / (1.2 * tau), 0.9))
+    assert torch.equal(torch.isfinite(x[1]), keep_p)
+    assert int(torch.isfinite(x[2]).sum()) <= 6
+    # processed logits of EAD rows: the masked logits / (T * tau_t)
+    assert torch.allclose(processed[0], logits[0] / tau, rtol=1e-6)
+    assert torch.equal(torch.isfinite(processed[2]), keep_p)
+
+    # the non-EAD rows get what vLLM's own sampler gives them in the same batch
+    from vllm.v1.worker.gpu.sample.sampler import Sampler
+
+    states2, stock = v2.make(sampler_cls=Sampler)
+    np.random.seed(0)
+    slots2 = [add(states2, stock, name, n, params) for name, n, params in MIXED]
+    flush(states2, stock)
+    assert slots2 == slots
+    stock_sampled, stock_processed = run_sample(stock, slots, pos, logits, v2.vocab)
+    for row in (1, 3, 4, 6):
+        assert sampled[row].item() == stock_sampled[row].item(), row
+        assert torch.equal(processed[row], stock_processed[row]), row
 
 
-def test_route_choice_refuses_logits_modes(v2):
-    states, sampler = v2.make(logprobs_mode="processed_logits")
-    slots = [add(states, sampler, "a", 4, SamplingParams(extra_args=EAD))]
-    flush(states, sampler)
-    assert sampler._fusable(np.array(slots), return_logprobs=False)
-    assert not sampler._fusable(np.array(slots), return_logprobs=True)
+def test_seeded_ead_row_is_route_independent_on_v2(v2, torch_stages):
+    alone_states, alone = v2.make()
+    target = SamplingParams(temperature=1.1, top_p=0.8, extra_args=EAD, seed=99)
+    logits = torch.randn(len(MIXED) + 1, v2.vocab, generator=torch.Generator().manual_seed(2))
+    slot = add(alone_states, alone, "t", 5, target)
+    flush(alone_states, alone)
+    ref_tok, ref_proc = run_sample(alone, [slot], [5 + 9], logits[:1], v2.vocab)
+    for order in (MIXED + [("t", 5, target)], [("t", 5, target)] + MIXED[::-1]):
+        states, sampler = v2.make()
+        slots = [add(states, sampler, name, n, params) for name, n, params in order]
+        flush(states, sampler)
+        at = [name for name, _, _ in order].index("t")
+        pos = [n + 9 for _, n, _ in order]
+        others = iter(range(1, len(order)))
+        rows = [0 if name == "t" else next(others) for name, _, _ in order]
+        tok, proc = run_sample(sampler, slots, pos, logits[rows], v2.vocab)
+        assert tok[at].item() == ref_tok[0].item()
+        assert torch.equal(proc[at], ref_proc[0])
 
 
 def fake_runner_module(sampler_name_result=None):

@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
-from vllm.v1.worker.gpu.sample.logits_processor.interface import (
+
+from ead_vllm.kernels.schedule import ead_tau
+from ead_vllm.vllm_ext.request_state import SAMPLING_EPS, EADRowTable
+
+# runner V2's interface: vLLM's from 0.31 on, a stand-in on 0.29/0.30 (see the seam)
+from ead_vllm.vllm_ext.seams.v2_logits_processor import (
     LogitsContext,
+    LogitsProcessorV2,
     LogitsProcRequestState,
 )
-from vllm.v1.worker.gpu.sample.logits_processor.interface import (
-    LogitsProcessor as LogitsProcessorV2,
-)
-
-from ead_vllm.schedules import ead_temperature
-from ead_vllm.vllm_ext.request_state import SAMPLING_EPS, EADRowTable
 from ead_vllm.vllm_ext.validation import parse_ead_params
 
 if TYPE_CHECKING:
@@ -68,10 +68,10 @@ class EADLogitsProcessor(LogitsProcessor):
         view = self.table.view()
         if view is None:
             return logits
-        scale = np.ones(logits.shape[0], dtype=np.float32)
-        scale[view.index] = view.taus()
+        scale = torch.ones(logits.shape[0], dtype=torch.float32, device=logits.device)
+        scale[torch.from_numpy(view.index).to(logits.device)] = view.taus(logits.device)
         # one in-place pass over the batch; non-EAD rows are divided by 1
-        logits.div_(torch.from_numpy(scale).to(logits.device)[:, None])
+        logits.div_(scale[:, None])
         return logits
 
 
@@ -150,7 +150,7 @@ class EADLogitsProcessorV2(LogitsProcessorV2):
         if not self.any_ead(ctx.idx_mapping_np):
             return logits
         rows = ctx.expanded_idx_mapping
-        tau = ead_temperature(self.positions(ctx.pos, rows), **self.schedule(rows))
+        tau = ead_tau(positions=self.positions(ctx.pos, rows), **self.schedule(rows))
         tau = torch.where(self.is_ead.gpu[rows], tau, torch.ones_like(tau))
         logits.div_(tau.to(logits.dtype)[:, None])
         return logits

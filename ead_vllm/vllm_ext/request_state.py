@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from ead_vllm.params import EADParams
 
@@ -42,8 +43,8 @@ class EADRow:
     params: EADParams
     seed: int
     output_ids: list[int]
-    # no top-k / top-p / min-p: the fused kernel can serve it
-    fusable: bool
+    # top-k, top-p or min-p set: masks at T * tau_t before the kernel
+    needs_mask: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +58,26 @@ class EADBatchView:
     tau_min: np.ndarray
     decay: np.ndarray
     warmup: np.ndarray  # int64
-    fusable: np.ndarray  # bool
+    needs_mask: np.ndarray  # bool
 
-    def taus(self) -> np.ndarray:
-        """``tau_t`` of each row (float64)."""
-        from ead_vllm.schedules import ead_temperature
+    def schedule(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """The rows' ``positions`` and schedule as [N] tensors on ``device``.
 
-        return ead_temperature(
-            self.positions.astype(np.float64),
-            tau_max=self.tau_max,
-            tau_min=self.tau_min,
-            decay=self.decay,
-            warmup=self.warmup,
-        )
+        Keyword arguments of both ``ead_vllm.kernels.ead_tau`` and ``ead_sample``.
+        """
+        return {
+            "positions": torch.from_numpy(self.positions).to(device),
+            "tau_max": torch.from_numpy(self.tau_max).to(device),
+            "tau_min": torch.from_numpy(self.tau_min).to(device),
+            "decay": torch.from_numpy(self.decay).to(device),
+            "warmup": torch.from_numpy(self.warmup).to(device),
+        }
+
+    def taus(self, device: torch.device) -> torch.Tensor:
+        """``tau_t`` of each row, [N] fp32, by the kernels' one definition (``ead_tau``)."""
+        from ead_vllm.kernels.schedule import ead_tau
+
+        return ead_tau(**self.schedule(device))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +89,7 @@ class _Static:
     tau_min: np.ndarray
     decay: np.ndarray
     warmup: np.ndarray
-    fusable: np.ndarray
+    needs_mask: np.ndarray
 
 
 def request_seed(sampling_params: Any, rng: random.Random) -> int:
@@ -99,12 +107,13 @@ def request_seed(sampling_params: Any, rng: random.Random) -> int:
     return int(seed) & _SEED_MASK
 
 
-def _fusable(sampling_params: Any, vocab_size: int) -> bool:
+def needs_mask(sampling_params: Any, vocab_size: int) -> bool:
+    """True if the request sets top-k, top-p or min-p (the masks vLLM applies after temperature)."""
     top_k = int(sampling_params.top_k or 0)
     return (
-        not 0 < top_k < vocab_size
-        and float(sampling_params.top_p) >= 1.0
-        and float(sampling_params.min_p or 0.0) <= 0.0
+        0 < top_k < vocab_size
+        or float(sampling_params.top_p) < 1.0
+        or float(sampling_params.min_p or 0.0) > 0.0
     )
 
 
@@ -125,7 +134,7 @@ def make_row(
         params=params,
         seed=request_seed(sampling_params, rng),
         output_ids=output_ids,
-        fusable=_fusable(sampling_params, vocab_size),
+        needs_mask=needs_mask(sampling_params, vocab_size),
     )
 
 
@@ -168,7 +177,7 @@ class EADRowTable:
             tau_min=np.array([r.params.tau_min for r in rows], dtype=np.float32),
             decay=np.array([r.params.decay for r in rows], dtype=np.float32),
             warmup=np.array([r.params.warmup for r in rows], dtype=np.int64),
-            fusable=np.array([r.fusable for r in rows], dtype=bool),
+            needs_mask=np.array([r.needs_mask for r in rows], dtype=bool),
         )
 
     def view(self) -> EADBatchView | None:
@@ -189,5 +198,5 @@ class EADRowTable:
             tau_min=s.tau_min,
             decay=s.decay,
             warmup=s.warmup,
-            fusable=s.fusable,
+            needs_mask=s.needs_mask,
         )

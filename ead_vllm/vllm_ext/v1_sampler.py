@@ -4,23 +4,32 @@ Per step, with the EAD rows of the batch known from :class:`EADBatchState`:
 
 * no EAD row (or a metadata object that is not the live batch's, as in
   vLLM's dummy sampler runs): the stock ``Sampler.forward``, untouched;
-* the fused route (the common case): vLLM's own pre-sampling steps on the
-  whole batch (allowed tokens, bad words, min-tokens, logit bias, penalties,
-  thinking budget), then ``ead_vllm.kernels.ead_sample`` on the EAD rows
-  without top-k/top-p, and vLLM's stock ``Sampler.sample`` on the other rows
-  (non-EAD rows, and EAD rows with top-k/top-p, whose temperature is
-  multiplied by ``tau_t``);
-* the unfused route (min_p or another custom argmax-invariant processor in
-  the batch, logprob_token_ids, or a ``*_logits`` logprobs mode): the stock
-  ``Sampler.forward`` on the whole batch with each EAD row's temperature
-  replaced by ``temperature * tau_t``. Exact for every sampling option,
-  only slower.
+* otherwise one route, whatever else is in the batch:
+
+  1. vLLM's own processing of the whole batch (raw log-probs if asked, then
+     allowed tokens, bad words, min-tokens, logit bias, penalties, thinking
+     budget), as stock;
+  2. EAD rows: min_p, top-k and top-p computed at the row's effective
+     temperature ``T * tau_t`` (:mod:`ead_masks`, only for rows that set them),
+     then ``ead_vllm.kernels.ead_sample`` with the row's counter-based noise;
+  3. the other rows: vLLM's own temperature, min_p, top-k/top-p and sampling,
+     with the noise stock vLLM would draw for them in this batch
+     (:mod:`v1_stock_rows`), so they get stock's tokens bit for bit;
+  4. log-probs assembled as stock does (sampled token, top-n, specific token
+     ids, full rows).
+
+A seeded EAD row therefore samples the same tokens whatever its neighbours
+(greedy, min_p, top-k/top-p, penalties, logprob_token_ids, unseeded) and in
+whatever order. The one exception is engine-wide: a custom argmax-invariant
+logits processor (a ``--logits-processors`` plugin) has no per-row meaning
+we could reproduce, so such an engine samples EAD rows with stock code at
+``T * tau_t`` (same distribution, vLLM's noise).
 
 Log-probs of EAD rows: ``processed_logprobs`` gives the sampled token's
-log-prob under the annealed distribution ``softmax(logits / (T * tau_t))``
-(after penalties/bias/masks, as vLLM's processed values are), which is what
-an RL trainer needs for importance sampling; ``raw_logprobs`` gives vLLM's raw
-value (the model's own distribution), unchanged.
+log-prob under the distribution actually sampled: ``softmax(logits / (T *
+tau_t))`` after vLLM's processors and the row's min_p/top-k/top-p masks,
+renormalised over the kept tokens; ``processed_logits`` the scaled masked
+logits; ``raw_*`` vLLM's raw values (the model's own distribution).
 """
 
 from __future__ import annotations
@@ -37,12 +46,14 @@ from vllm.v1.sample.ops.logprobs import batched_count_greater_than
 from vllm.v1.sample.sampler import Sampler
 
 import ead_vllm.kernels as ead_kernels
-from ead_vllm.vllm_ext.request_state import SAMPLING_EPS, EADBatchView
+from ead_vllm.kernels.schedule import ead_tau
+from ead_vllm.vllm_ext.ead_masks import mask_ead_rows_
+from ead_vllm.vllm_ext.request_state import EADBatchView
 from ead_vllm.vllm_ext.v1_batch_state import EADBatchState
+from ead_vllm.vllm_ext.v1_stock_rows import draw_stock_noise, sample_stock_rows
 
-_FUSED_LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs")
 # vLLM's V1 runner rewinds a seeded row's CUDA generator by this much when it
-# discards the row's sample (partial prefill); fused rows never draw from their
+# discards the row's sample (partial prefill); EAD rows never draw from their
 # generator, so they advance it by the same amount to keep the offset valid.
 _DISCARD_REWIND = 4
 
@@ -52,53 +63,15 @@ def _owns_batch(logitsprocs: LogitsProcessors, state: EADBatchState) -> bool:
 
 
 def with_ead_temperature(
-    metadata: SamplingMetadata, view: EADBatchView, taus: np.ndarray
+    metadata: SamplingMetadata, view: EADBatchView, taus: torch.Tensor
 ) -> SamplingMetadata:
-    """A copy of ``metadata`` whose EAD rows have temperature ``T * tau_t``."""
+    """A copy of ``metadata`` whose EAD rows have temperature ``T * tau_t`` (``taus`` [N] fp32)."""
     assert metadata.temperature is not None
     temperature = metadata.temperature.clone()
     index = torch.from_numpy(view.index).to(temperature.device)
-    scale = torch.from_numpy(taus).to(temperature.device, temperature.dtype)
+    scale = taus.to(temperature.device, temperature.dtype)
     temperature[index] = temperature[index] * scale
     return dataclasses.replace(metadata, temperature=temperature)
-
-
-def subset_metadata(
-    metadata: SamplingMetadata, rows: np.ndarray, temperature: torch.Tensor
-) -> SamplingMetadata:
-    """Metadata for stock ``Sampler.sample`` on the logits rows ``rows`` only.
-
-    Only valid after ``apply_logits_processors`` ran on the whole batch and
-    when no argmax-invariant processor is active (so nothing in ``sample``
-    needs the whole batch's shape).
-    """
-    index = torch.from_numpy(rows).to(temperature.device)
-    position = np.full(int(rows.max()) + 1, -1, dtype=np.int64)
-    position[rows] = np.arange(len(rows))
-    generators = {
-        int(position[i]): gen
-        for i, gen in metadata.generators.items()
-        if i < len(position) and position[i] >= 0
-    }
-    num_greedy = int((temperature < SAMPLING_EPS).sum())
-    return SamplingMetadata(
-        temperature=temperature,
-        all_greedy=num_greedy == len(rows),
-        all_random=num_greedy == 0,
-        top_p=None if metadata.top_p is None else metadata.top_p.index_select(0, index),
-        top_k=None if metadata.top_k is None else metadata.top_k.index_select(0, index),
-        generators=generators,
-        max_num_logprobs=metadata.max_num_logprobs,
-        no_penalties=True,
-        prompt_token_ids=None,
-        frequency_penalties=metadata.frequency_penalties,
-        presence_penalties=metadata.presence_penalties,
-        repetition_penalties=metadata.repetition_penalties,
-        output_token_ids=[],
-        allowed_token_ids_mask=None,
-        bad_words_token_ids={},
-        logitsprocs=LogitsProcessors(),
-    )
 
 
 def _ranks(scores: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
@@ -108,6 +81,28 @@ def _ranks(scores: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
     torch._dynamo.decorators.mark_unbacked(scores, 0)
     torch._dynamo.decorators.mark_unbacked(selected, 0)
     return batched_count_greater_than(scores, selected)
+
+
+def _min_p_processor(metadata: SamplingMetadata) -> MinPLogitsProcessor | None:
+    for proc in metadata.logitsprocs.argmax_invariant:
+        if isinstance(proc, MinPLogitsProcessor) and proc.min_p_count:
+            return proc
+    return None
+
+
+def _rows_of(t: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    return None if t is None else t.index_select(0, index)
+
+
+@dataclasses.dataclass(slots=True)
+class _EADRows:
+    """What the fused kernel returned for the EAD rows of a step."""
+
+    index: torch.Tensor  # [N] int64 rows of the batch
+    logits: torch.Tensor  # [N, V] fp32 processed, masked, unscaled
+    tokens: torch.Tensor  # [N] int64
+    logprobs: torch.Tensor  # [N] fp32, under the sampled distribution
+    temperatures: torch.Tensor  # [N] fp32, T * tau_t
 
 
 class EADSamplerV1(Sampler):
@@ -147,125 +142,176 @@ class EADSamplerV1(Sampler):
                 f"EAD sampler: {logits.shape[0]} logits rows for a batch of "
                 f"{self.ead_state.batch_size} requests"
             )
-        mode = logprobs_mode_override or self.logprobs_mode
-        taus = view.taus()
-        if self._can_fuse(sampling_metadata, view, mode):
-            return self._forward_fused(logits, sampling_metadata, view, taus, mode)
-        return super().forward(
-            logits,
-            with_ead_temperature(sampling_metadata, view, taus),
-            predict_bonus_token,
-            logprobs_mode_override,
+        if self._custom_argmax_invariant(sampling_metadata):
+            taus = view.taus(logits.device)
+            return super().forward(
+                logits,
+                with_ead_temperature(sampling_metadata, view, taus),
+                predict_bonus_token,
+                logprobs_mode_override,
+            )
+        return self._forward_ead(
+            logits, sampling_metadata, view, logprobs_mode_override or self.logprobs_mode
         )
 
-    def _can_fuse(self, metadata: SamplingMetadata, view: EADBatchView, mode: str) -> bool:
-        if not view.fusable.any() or metadata.logprob_token_ids:
-            return False
-        if metadata.max_num_logprobs is not None and mode not in _FUSED_LOGPROBS_MODES:
-            return False
-        for proc in metadata.logitsprocs.argmax_invariant:
-            if proc is self.ead_state:
-                continue
-            if isinstance(proc, MinPLogitsProcessor) and proc.min_p_count == 0:
-                continue
-            return False
-        return True
+    def _custom_argmax_invariant(self, metadata: SamplingMetadata) -> bool:
+        return any(
+            proc is not self.ead_state and not isinstance(proc, MinPLogitsProcessor)
+            for proc in metadata.logitsprocs.argmax_invariant
+        )
 
-    def _forward_fused(
-        self,
-        logits: torch.Tensor,
-        metadata: SamplingMetadata,
-        view: EADBatchView,
-        taus: np.ndarray,
-        mode: str,
+    def _forward_ead(
+        self, logits: torch.Tensor, metadata: SamplingMetadata, view: EADBatchView, mode: str
     ) -> SamplerOutput:
         num_logprobs = metadata.max_num_logprobs
+        wants_logprobs = num_logprobs is not None or bool(metadata.logprob_token_ids)
         raw_logprobs = None
-        if num_logprobs is not None and mode == "raw_logprobs":
+        if wants_logprobs and mode == "raw_logprobs":
             raw_logprobs = self.compute_logprobs(logits)
+        elif wants_logprobs and mode == "raw_logits":
+            raw_logprobs = logits.clone() if logits.dtype == torch.float32 else logits.float()
         logits = self.apply_logits_processors(logits.to(torch.float32), metadata, False)
-        temperature = metadata.temperature
-        assert temperature is not None
         batch, device = logits.shape[0], logits.device
+        min_p = _min_p_processor(metadata)
 
-        fused = view.fusable
-        f_rows = view.index[fused]
-        whole = len(f_rows) == batch
-        f_index = torch.from_numpy(f_rows).to(device)
-        f_logits = logits if whole else logits.index_select(0, f_index)
-        out = ead_kernels.ead_sample(
-            f_logits,
-            positions=torch.from_numpy(view.positions[fused]).to(device),
-            seeds=torch.from_numpy(view.seeds[fused]).to(device),
-            tau_max=torch.from_numpy(view.tau_max[fused]).to(device),
-            tau_min=torch.from_numpy(view.tau_min[fused]).to(device),
-            decay=torch.from_numpy(view.decay[fused]).to(device),
-            warmup=torch.from_numpy(view.warmup[fused]).to(device),
-            base_temperature=temperature if whole else temperature.index_select(0, f_index),
-            backend=self.backend,
-            # positions are lengths and the schedule was validated at admission;
-            # skipping the checks avoids a device sync per step
-            validate=False,
-        )
-        self._keep_generators_balanced(metadata, f_rows)
-        sampled = torch.empty(batch, dtype=torch.int64, device=device)
-        sampled[f_index] = out.token_ids.to(torch.int64)
-
-        r_rows = np.setdiff1d(np.arange(batch, dtype=np.int64), f_rows, assume_unique=True)
+        ead = self._sample_ead_rows(logits, metadata, view, min_p)
+        whole = ead.index.shape[0] == batch
+        sampled = ead.tokens if whole else torch.empty(batch, dtype=torch.int64, device=device)
         r_index = r_sampled = r_processed = None
-        if len(r_rows):
-            r_index = torch.from_numpy(r_rows).to(device)
-            r_temperature = temperature.index_select(0, r_index)
-            # EAD rows with top-k/top-p take stock sampling at T * tau_t
-            slow = view.index[~fused]
-            if len(slow):
-                at = torch.from_numpy(np.searchsorted(r_rows, slow)).to(device)
-                scale = torch.from_numpy(taus[~fused]).to(device, r_temperature.dtype)
-                r_temperature[at] = r_temperature[at] * scale
-            r_metadata = subset_metadata(metadata, r_rows, r_temperature)
-            r_sampled, r_processed = self.sample(
-                logits.index_select(0, r_index), r_metadata, logprobs_mode_override=mode
-            )
-            r_sampled = r_sampled.to(torch.int64)
+        if whole:
+            draw_stock_noise(self, metadata, logits)
+        else:
+            sampled[ead.index] = ead.tokens
+            mask = np.ones(batch, dtype=bool)
+            mask[view.index] = False
+            r_index = torch.from_numpy(np.flatnonzero(mask)).to(device)
+            r_min_p = None if min_p is None else min_p.min_p[:, 0].index_select(0, r_index)
+            r_sampled, r_processed = sample_stock_rows(self, logits, metadata, r_index, r_min_p)
             sampled[r_index] = r_sampled
 
         logprobs_tensors = None
-        if num_logprobs is not None:
-            if raw_logprobs is not None:
-                logprobs_tensors = self._gather(raw_logprobs, num_logprobs, sampled)
-            elif num_logprobs == 0:
-                token_logprobs = torch.empty(batch, dtype=torch.float32, device=device)
-                ranks = torch.empty(batch, dtype=torch.int64, device=device)
-                f_tokens = out.token_ids.to(torch.int64)
-                token_logprobs[f_index] = out.logprobs.to(torch.float32)
-                ranks[f_index] = _ranks(f_logits, f_tokens)
-                if r_index is not None:
-                    assert r_processed is not None and r_sampled is not None
-                    token_logprobs[r_index] = r_processed.gather(-1, r_sampled[:, None])[:, 0]
-                    ranks[r_index] = _ranks(r_processed, r_sampled)
-                logprobs_tensors = LogprobsTensors(
-                    sampled.to(torch.int32)[:, None], token_logprobs[:, None], ranks
+        if wants_logprobs:
+            if raw_logprobs is None and num_logprobs == 0 and not metadata.logprob_token_ids:
+                logprobs_tensors = self._token_logprobs(
+                    ead, sampled, mode, r_index, r_sampled, r_processed
                 )
             else:
-                processed = torch.empty_like(logits)
-                processed[f_index] = torch.log_softmax(
-                    f_logits / out.temperatures.to(torch.float32)[:, None], dim=-1
-                )
-                if r_index is not None:
-                    processed[r_index] = r_processed
-                logprobs_tensors = self._gather(processed, num_logprobs, sampled)
+                scores = raw_logprobs
+                if scores is None:
+                    scores = self._processed_rows(ead, mode, batch, r_index, r_processed)
+                logprobs_tensors = self._gather_like_stock(scores, metadata, sampled)
 
         return SamplerOutput(
             sampled_token_ids=sampled.to(torch.int32).unsqueeze(-1),
             logprobs_tensors=logprobs_tensors,
         )
 
-    def _gather(
-        self, logprobs: torch.Tensor, num_logprobs: int, sampled: torch.Tensor
+    def _sample_ead_rows(
+        self,
+        logits: torch.Tensor,
+        metadata: SamplingMetadata,
+        view: EADBatchView,
+        min_p: MinPLogitsProcessor | None,
+    ) -> _EADRows:
+        """Masks (at ``T * tau_t``) and the fused kernel for the EAD rows of the batch."""
+        temperature = metadata.temperature
+        assert temperature is not None
+        batch, device = logits.shape[0], logits.device
+        index = torch.from_numpy(view.index).to(device)
+        whole = len(view.index) == batch
+        # the kernel reads the EAD rows only; a copy when other rows share the batch
+        e_logits = logits if whole else logits.index_select(0, index)
+        base = temperature if whole else temperature.index_select(0, index)
+        schedule = view.schedule(device)
+        if view.needs_mask.any():
+            m = torch.from_numpy(np.flatnonzero(view.needs_mask)).to(device)
+            m_rows = index.index_select(0, m)
+            tau = ead_tau(**schedule).index_select(0, m)
+            e_logits[m] = mask_ead_rows_(
+                e_logits.index_select(0, m),
+                base.index_select(0, m) * tau,
+                top_k=_rows_of(metadata.top_k, m_rows),
+                top_p=_rows_of(metadata.top_p, m_rows),
+                min_p=None if min_p is None else min_p.min_p[:, 0].index_select(0, m_rows),
+            )
+        out = ead_kernels.ead_sample(
+            e_logits,
+            seeds=torch.from_numpy(view.seeds).to(device),
+            base_temperature=base,
+            backend=self.backend,
+            # positions are lengths and the schedule was validated at admission;
+            # skipping the checks avoids a device sync per step
+            validate=False,
+            return_base_logprobs=False,
+            return_entropy=False,
+            **schedule,
+        )
+        self._keep_generators_balanced(metadata, view.index)
+        return _EADRows(
+            index, e_logits, out.token_ids.to(torch.int64), out.logprobs, out.temperatures
+        )
+
+    def _token_logprobs(
+        self,
+        ead: _EADRows,
+        sampled: torch.Tensor,
+        mode: str,
+        r_index: torch.Tensor | None,
+        r_sampled: torch.Tensor | None,
+        r_processed: torch.Tensor | None,
     ) -> LogprobsTensors:
+        """The sampled token's processed log-prob (or logit) and rank, without a [B, V] pass.
+
+        EAD rows take the kernel's log-prob; their rank (vLLM's Logprob.rank)
+        costs one comparison pass over their logits. Degenerate rows (no
+        allowed token) report a NaN log-prob and rank 0, as stock does.
+        """
+        batch = sampled.shape[0]
+        values = torch.empty(batch, dtype=torch.float32, device=sampled.device)
+        ranks = torch.empty(batch, dtype=torch.int64, device=sampled.device)
+        if mode == "processed_logits":
+            picked = ead.logits.gather(-1, ead.tokens[:, None])[:, 0] / ead.temperatures
+            values[ead.index] = torch.where(torch.isnan(ead.logprobs), ead.logprobs, picked)
+        else:
+            values[ead.index] = ead.logprobs.to(torch.float32)
+        ead_ranks = _ranks(ead.logits, ead.tokens)
+        ranks[ead.index] = torch.where(torch.isnan(ead.logprobs), 0, ead_ranks)
+        if r_index is not None:
+            assert r_processed is not None and r_sampled is not None
+            values[r_index] = r_processed.gather(-1, r_sampled[:, None])[:, 0]
+            ranks[r_index] = _ranks(r_processed, r_sampled)
+        return LogprobsTensors(sampled.to(torch.int32)[:, None], values[:, None], ranks)
+
+    @staticmethod
+    def _processed_rows(
+        ead: _EADRows,
+        mode: str,
+        batch: int,
+        r_index: torch.Tensor | None,
+        r_processed: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """[B, V] processed log-probs (or logits) of every row, as stock would report them."""
+        scaled = ead.logits / ead.temperatures[:, None]
+        ead_rows = scaled if mode == "processed_logits" else torch.log_softmax(scaled, dim=-1)
+        if r_index is None:
+            return ead_rows
+        assert r_processed is not None
+        full = ead_rows.new_empty((batch, ead_rows.shape[1]))
+        full[ead.index] = ead_rows
+        full[r_index] = r_processed
+        return full
+
+    def _gather_like_stock(
+        self, scores: torch.Tensor, metadata: SamplingMetadata, sampled: torch.Tensor
+    ) -> LogprobsTensors | None:
+        """Stock ``forward``'s log-prob tail: specific token ids, full rows or the top n."""
+        if metadata.logprob_token_ids:
+            return self.gather_specific_token_logprobs(scores, metadata.logprob_token_ids, sampled)
+        num_logprobs = metadata.max_num_logprobs
         if num_logprobs == -1:
-            return LogprobsTensors(torch.empty(0), logprobs, torch.empty(0))
-        return self.gather_logprobs(logprobs, num_logprobs, token_ids=sampled)
+            return LogprobsTensors(torch.empty(0), scores, torch.empty(0))
+        assert num_logprobs is not None
+        return self.gather_logprobs(scores, num_logprobs, token_ids=sampled)
 
     @staticmethod
     def _keep_generators_balanced(metadata: SamplingMetadata, rows: np.ndarray) -> None:

@@ -1,22 +1,25 @@
 """The EAD sampler of runner V2 (``vllm/v1/worker/gpu/sample/sampler.py``'s ``Sampler``, extended).
 
-Built by the runner in place of vLLM's ``Sampler`` (same constructor). Two
-routes, chosen per step on the host without a device sync:
+Built by the runner in place of vLLM's ``Sampler`` (same constructor). A batch
+without EAD rows takes vLLM's ``sample`` untouched. A batch with EAD rows,
+whatever else it holds, takes one route:
 
-* unfused (any batch): :class:`EADLogitsProcessorV2` sits last in the
-  sampler's processor chain, so vLLM's own pipeline runs with EAD rows'
-  logits divided by ``tau_t`` before its temperature, min_p, top-k/top-p,
-  Gumbel sampling (keyed by the row's seed and position) and processed
-  log-probs. Non-EAD rows pass through untouched.
-* fused (every row of the batch is an EAD request without top-k/top-p/min_p,
-  no trace replay or sampling-mask output): vLLM's processors other than
-  ours (bias, penalties, bad words, custom) and the thinking budget, then
-  ``ead_vllm.kernels.ead_sample`` with ``t = pos + 1 - prompt_len`` and the
-  slot's vLLM seed. vLLM's ``__call__`` then computes log-probs and counts.
+1. a float32 copy of the logits (as vLLM makes) and vLLM's processors on
+   every row: logit bias, penalties, bad words, custom processors, thinking
+   budget;
+2. EAD rows: min_p, top-k and top-p at the row's effective temperature
+   ``T * tau_t`` (:mod:`ead_masks`, only for rows that set them), then
+   ``ead_vllm.kernels.ead_sample`` with ``t = pos + 1 - prompt_len`` and the
+   slot's vLLM seed;
+3. the other rows: vLLM's temperature, min_p, top-k/top-p and sampler on
+   those rows only. vLLM's V2 noise is keyed by (slot seed, position, token),
+   so a row's token does not depend on its neighbours: the same as in a
+   stock batch (bit for bit with its Gumbel sampler; its FlashInfer sampler
+   is not reproducible even in stock vLLM).
 
-In processed-log-prob modes the fused route also returns
-``logits / (T * tau_t)`` (one extra pass, only when log-probs are requested),
-so vLLM's log-prob code reports annealed values.
+The processed logits returned (for vLLM's log-probs and sampling masks) are
+``masked logits / (T * tau_t)`` for EAD rows, so processed log-probs are those
+of the distribution actually sampled; vLLM's own for the other rows.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from vllm.v1.worker.gpu.sample.logits_processor.interface import (
 from vllm.v1.worker.gpu.sample.sampler import Sampler
 
 import ead_vllm.kernels as ead_kernels
+from ead_vllm.kernels.schedule import ead_tau
+from ead_vllm.vllm_ext.ead_masks import mask_ead_rows_
 from ead_vllm.vllm_ext.logits_processors import EADLogitsProcessorV2
 
 
@@ -44,41 +49,19 @@ class EADSamplerV2(Sampler):
         super().__init__(*args, **kwargs)
         vllm_config = kwargs["vllm_config"] if "vllm_config" in kwargs else args[0]
         req_states = kwargs["req_states"] if "req_states" in kwargs else args[4]
+        # the per-slot EAD schedule; not in vLLM's processor chain (step 2 above)
         self.ead = EADLogitsProcessorV2(
             vllm_config, LogitsProcRequestState.from_request_state(req_states)
         )
-        # last in the chain: after bias/penalties/bad words/custom, before temperature
-        self.logits_processors.append(self.ead)
-        max_num_reqs = self.sampling_states.max_num_reqs
-        self.stock_processing = np.zeros(max_num_reqs, dtype=bool)
         self.backend = backend
 
     def add_request(self, req_idx: int, sampling_params: SamplingParams) -> None:
-        chain = self.logits_processors
-        self.logits_processors = [proc for proc in chain if proc is not self.ead]
-        try:
-            super().add_request(req_idx, sampling_params)
-        finally:
-            self.logits_processors = chain
-        # whether vLLM's own stages may change this row (a temperature other than
-        # 1 also sets it: the fused route then pays one copy it could skip)
-        self.stock_processing[req_idx] = self.needs_logits_processing[req_idx]
-        if self.ead.add_request(req_idx, sampling_params):
-            self.needs_logits_processing[req_idx] = True
+        super().add_request(req_idx, sampling_params)
+        self.ead.add_request(req_idx, sampling_params)
 
-    def _fusable(self, idx_mapping_np: np.ndarray, return_logprobs: bool) -> bool:
-        if not self.ead.all_ead(idx_mapping_np):
-            return False
-        if self.trace_replay_state is not None or self.return_sampling_mask:
-            return False
-        if return_logprobs and self.logprobs_mode in ("raw_logits", "processed_logits"):
-            return False
-        states = self.sampling_states
-        return bool(
-            np.all(states.top_k.np[idx_mapping_np] == states.vocab_size)
-            and np.all(states.top_p.np[idx_mapping_np] == 1.0)
-            and np.all(states.min_p.np[idx_mapping_np] == 0.0)
-        )
+    def apply_staged_writes(self) -> None:
+        super().apply_staged_writes()
+        self.ead.apply_staged_writes()
 
     def sample(
         self,
@@ -92,7 +75,8 @@ class EADSamplerV2(Sampler):
         seq_lens_upper_bound_np: np.ndarray,
         return_logprobs: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self._fusable(idx_mapping_np, return_logprobs):
+        is_ead = self.ead.is_ead.np[idx_mapping_np]
+        if not is_ead.any():
             return super().sample(
                 logits,
                 expanded_idx_mapping,
@@ -113,24 +97,111 @@ class EADSamplerV2(Sampler):
             pos=pos,
             seq_lens_upper_bound_np=seq_lens_upper_bound_np,
         )
-        if np.any(self.stock_processing[idx_mapping_np]):
-            # vLLM's own stages, on a float32 copy (the raw logits feed raw log-probs)
-            logits = torch.empty_like(logits, dtype=torch.float32).copy_(logits)
-            for proc in self.logits_processors:
-                if proc is not self.ead:
-                    logits = proc.apply(logits, ctx)
-            self.thinking_budget_state.apply(logits, ctx)
-        rows = expanded_idx_mapping
+        # vLLM's own stages, on a float32 copy (the raw logits feed raw log-probs)
+        logits = torch.empty_like(logits, dtype=torch.float32).copy_(logits)
+        for proc in self.logits_processors:
+            logits = proc.apply(logits, ctx)
+        self.thinking_budget_state.apply(logits, ctx)
+
+        want_processed = self.return_sampling_mask or (
+            return_logprobs and self.logprobs_mode in PROCESSED_LOGPROBS_MODES
+        )
+        batch, device = logits.shape[0], logits.device
+        e_rows = np.flatnonzero(is_ead)
+        if len(e_rows) == batch:
+            return self._sample_ead(logits, ctx, want_processed)
+        e_index = torch.from_numpy(e_rows).to(device)
+        r_rows = np.flatnonzero(~is_ead)
+        r_index = torch.from_numpy(r_rows).to(device)
+        e_tokens, e_processed = self._sample_ead(
+            logits.index_select(0, e_index), _subset(ctx, e_rows, e_index), want_processed
+        )
+        r_tokens, r_processed = self._sample_stock(
+            logits.index_select(0, r_index), _subset(ctx, r_rows, r_index), ctx, return_logprobs
+        )
+        sampled = torch.empty(batch, dtype=torch.int64, device=device)
+        sampled[e_index] = e_tokens
+        sampled[r_index] = r_tokens.to(torch.int64)
+        processed = logits
+        if want_processed:
+            processed[e_index] = e_processed
+            processed[r_index] = r_processed
+        return sampled, processed
+
+    def _sample_ead(
+        self, logits: torch.Tensor, ctx: LogitsContext, want_processed: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks at ``T * tau_t`` and the fused kernel for a batch of EAD rows only."""
+        rows = ctx.expanded_idx_mapping
+        states = self.sampling_states
+        slots = ctx.idx_mapping_np
+        schedule = {"positions": self.ead.positions(ctx.pos, rows), **self.ead.schedule(rows)}
+        base = states.temperature.gpu[rows]
+        needs_mask = (
+            (states.top_k.np[slots] != states.vocab_size)
+            | (states.top_p.np[slots] != 1.0)
+            | (states.min_p.np[slots] != 0.0)
+        )
+        if needs_mask.any():
+            m = torch.from_numpy(np.flatnonzero(needs_mask)).to(logits.device)
+            m_slots = rows.index_select(0, m)
+            tau = ead_tau(**schedule).index_select(0, m)
+            logits[m] = mask_ead_rows_(
+                logits.index_select(0, m),
+                base.index_select(0, m) * tau,
+                top_k=states.top_k.gpu[m_slots],
+                top_p=states.top_p.gpu[m_slots],
+                min_p=states.min_p.gpu[m_slots],
+            )
         out = ead_kernels.ead_sample(
             logits,
-            positions=self.ead.positions(pos, rows),
-            seeds=self.sampling_states.seeds.gpu[rows],
-            base_temperature=self.sampling_states.temperature.gpu[rows],
+            seeds=states.seeds.gpu[rows],
+            base_temperature=base,
             backend=self.backend,
             validate=False,
-            **self.ead.schedule(rows),
+            return_base_logprobs=False,
+            return_entropy=False,
+            **schedule,
         )
         processed = logits
-        if return_logprobs and self.logprobs_mode in PROCESSED_LOGPROBS_MODES:
-            processed = logits.to(torch.float32) / out.temperatures[:, None]
+        if want_processed:
+            # the distribution sampled: masked logits / (T * tau_t); one extra pass
+            processed = logits / out.temperatures[:, None]
         return out.token_ids, processed
+
+    def _sample_stock(
+        self,
+        logits: torch.Tensor,
+        ctx: LogitsContext,
+        batch_ctx: LogitsContext,
+        return_logprobs: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """vLLM's temperature, min_p, top-k/top-p and sampler on the non-EAD rows ``ctx``."""
+        states = self.sampling_states
+        rows, slots = ctx.expanded_idx_mapping, ctx.idx_mapping_np
+        states.apply_temperature(logits, rows, slots)
+        states.apply_min_p(logits, rows, slots)
+        top_k, top_p = states.get_top_k_top_p(rows, slots)
+        # vLLM's own choice for the whole batch (as a stock batch would make it)
+        batch_slots = batch_ctx.idx_mapping_np
+        fused_eligible = not (
+            (top_k is None and top_p is None)
+            or (return_logprobs and self.logprobs_mode in PROCESSED_LOGPROBS_MODES)
+            or states.any_greedy(batch_slots)
+            or states.any_explicit_seed(batch_slots)
+        )
+        use_fused = (self.use_flashinfer or self.use_xpu_sampler) and fused_eligible
+        return self._sample_random(logits, rows, slots, ctx.pos, top_k, top_p, use_fused)
+
+
+def _subset(ctx: LogitsContext, rows_np: np.ndarray, rows: torch.Tensor) -> LogitsContext:
+    """The context of the logits rows ``rows`` (one logits row per request: no drafts)."""
+    return LogitsContext(
+        expanded_idx_mapping=ctx.expanded_idx_mapping.index_select(0, rows),
+        idx_mapping=ctx.idx_mapping.index_select(0, rows),
+        idx_mapping_np=ctx.idx_mapping_np[rows_np],
+        expanded_local_pos=ctx.expanded_local_pos.index_select(0, rows),
+        input_ids=ctx.input_ids.index_select(0, rows),
+        pos=ctx.pos.index_select(0, rows),
+        seq_lens_upper_bound_np=ctx.seq_lens_upper_bound_np[rows_np],
+    )
