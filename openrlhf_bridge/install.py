@@ -18,24 +18,30 @@ from openrlhf_bridge.config import BridgeConfig
 
 
 def substitutions(config: BridgeConfig) -> list[tuple[Any, str, Any]]:
-    """(module, name, bridge object) for every OpenRLHF name the bridge replaces."""
+    """(module, name, bridge object) for every OpenRLHF name the bridge replaces.
+
+    With any bridge feature on, all of them: the trainer, the policy and
+    reference workers (stock behaviour unless the actor follows the bridge's
+    temperature; they also check that the trainer is the bridge's) and the
+    rollout engines (which echo each request's rollout instance; with
+    ``--ead.enable`` they also run the EAD sampler).
+    """
     import openrlhf.trainer.ppo_trainer as ppo_trainer
     import openrlhf.trainer.ray as ray_package
     import openrlhf.trainer.ray.launcher as launcher
     import openrlhf.trainer.ray.ppo_actor as ppo_actor
 
     from openrlhf_bridge.trainer import EADPPOTrainer
+    from openrlhf_bridge.vllm_engine import create_bridge_vllm_engines, create_ead_vllm_engines
     from openrlhf_bridge.workers import EADPolicyModelActor, EADReferenceModelActor
 
-    out: list[tuple[Any, str, Any]] = [(ppo_trainer, "PPOTrainer", EADPPOTrainer)]
-    if config.actor_temperature:
-        out.append((ppo_actor, "PolicyModelActor", EADPolicyModelActor))
-        out.append((launcher, "ReferenceModelActor", EADReferenceModelActor))
-    if config.ead is not None:
-        from openrlhf_bridge.vllm_engine import create_ead_vllm_engines
-
-        out.append((ray_package, "create_vllm_engines", create_ead_vllm_engines))
-    return out
+    engines = create_ead_vllm_engines if config.ead is not None else create_bridge_vllm_engines
+    return [
+        (ppo_trainer, "PPOTrainer", EADPPOTrainer),
+        (ppo_actor, "PolicyModelActor", EADPolicyModelActor),
+        (launcher, "ReferenceModelActor", EADReferenceModelActor),
+        (ray_package, "create_vllm_engines", engines),
+    ]
 
 
 @contextlib.contextmanager

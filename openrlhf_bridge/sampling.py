@@ -18,13 +18,22 @@ from vllm import SamplingParams
 
 from ead_vllm.params import EADParams
 
+# the response key under which the bridge's engines echo a request's rollout instance
+INSTANCE_KEY = "openrlhf_bridge_instance"
+
+
+def tag_responses(responses: list[dict[str, Any]], instance: int) -> list[dict[str, Any]]:
+    """``responses`` (OpenRLHF's response dicts of one request) with ``INSTANCE_KEY: instance``."""
+    return [{**response, INSTANCE_KEY: instance} for response in responses]
+
 
 def prompt_key(prompt: str, label: Any = None) -> str:
     """Stable id of a dataset item: a hash of its prompt text and label.
 
-    Used both to group a prompt's samples for advantages and as the
-    difficulty id of the rollout budget (so it must not depend on the batch
-    or the process). Equal prompt and label give the same key.
+    The difficulty id of the rollout budget (so it must not depend on the
+    batch or the process): equal prompt and label give the same key. Not a
+    group id: two rows with equal prompt and label in one batch are two
+    rollout instances, hence two groups.
     """
     text = f"{prompt}\x00{label!r}"
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ead_vllm.controllers import EntropyTemperatureController, RolloutBudgetAllocator
@@ -22,6 +23,24 @@ logger = logging.getLogger(__name__)
 
 STATE_KEY = "openrlhf_bridge"
 _STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """The samples of one rollout batch, in rollout order (OpenRLHF's ``Experience.index``).
+
+    ``instances[i]``: the rollout instance (one dispatched prompt) of sample
+    ``i``, the group of its advantage baseline; ``keys[i]``: its prompt key
+    (:func:`openrlhf_bridge.sampling.prompt_key`), the difficulty id of the
+    rollout budget.
+    """
+
+    instances: list[int]
+    keys: list[str]
+
+    def __post_init__(self) -> None:
+        if len(self.instances) != len(self.keys):
+            raise ValueError(f"{len(self.instances)} instances for {len(self.keys)} keys")
 
 
 class BridgeState:
@@ -49,6 +68,7 @@ class BridgeState:
         self.base_temperature = float(base_temperature)
         self.step = 0
         self.pending_epoch_end = False
+        self.rollout: RolloutRecord | None = None  # the batch being trained (not checkpointed)
         self._step_counts: list[int] = []
         self.controller: EntropyTemperatureController | None = None
         self.allocator: RolloutBudgetAllocator | None = None

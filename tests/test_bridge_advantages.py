@@ -29,7 +29,7 @@ from openrlhf_bridge import train_ppo_ray  # noqa: E402
 from openrlhf_bridge.advantages import group_ids, group_relative_rewards  # noqa: E402
 from openrlhf_bridge.experience import GroupedExperienceMaker  # noqa: E402
 from openrlhf_bridge.sampling import prompt_key  # noqa: E402
-from openrlhf_bridge.state import BridgeState  # noqa: E402
+from openrlhf_bridge.state import BridgeState, RolloutRecord  # noqa: E402
 
 N = 4
 # Two prompts, the budget gave A six samples and B two (total 8 = 2 prompts * 4).
@@ -124,9 +124,20 @@ def sample_advantage(experiences):
     return out
 
 
+def rollout_record(samples) -> RolloutRecord:
+    """What the bridge's generator records for ``samples``: each letter is one rollout instance."""
+    letters = [prompt for prompt, _ in samples]
+    return RolloutRecord(
+        instances=[letters.index(p) for p in letters],
+        keys=[prompt_key(f"prompt {p}", f"label {p}") for p in letters],
+    )
+
+
 def run(maker_cls, estimator, samples=SAMPLES, lengths=LENGTHS, *extra, bridge=None):
     args, config = make_args(estimator, *extra)
-    kwargs = {"bridge": bridge or BridgeState(config, default_n=N, base_temperature=1.0)}
+    bridge = bridge or BridgeState(config, default_n=N, base_temperature=1.0)
+    bridge.rollout = rollout_record(samples)
+    kwargs = {"bridge": bridge}
     maker = maker_cls(None, None, None, None, FixedKLController(0.0), _Strategy(args), None,
                       **(kwargs if maker_cls is GroupedExperienceMaker else {}))  # fmt: skip
     return maker.compute_advantages_and_returns(make_experiences(samples, lengths))

@@ -29,7 +29,7 @@ from ead_vllm.params import EADParams  # noqa: E402
 from ead_vllm.toy import problems  # noqa: E402
 from openrlhf_bridge import train_ppo_ray  # noqa: E402
 from openrlhf_bridge.rollout import EADSamplesGenerator, balance_engines  # noqa: E402
-from openrlhf_bridge.sampling import prompt_key  # noqa: E402
+from openrlhf_bridge.sampling import prompt_key, tag_responses  # noqa: E402
 from openrlhf_bridge.state import BridgeState  # noqa: E402
 
 N = 8
@@ -58,12 +58,19 @@ class _Remote:
 
 
 class FakeEngine:
-    """Records each ``generate_responses`` request; answers with toy-task responses."""
+    """Records each ``generate_responses`` request; answers with toy-task responses.
+
+    ``bridge_generate_responses`` is the bridge engine's method: the same
+    request, its responses tagged by the bridge's own ``tag_responses``.
+    """
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.get_num_unfinished_requests = _Remote(lambda: 0)
         self.generate_responses = _Remote(self._generate)
+        self.bridge_generate_responses = _Remote(
+            lambda instance, **kwargs: tag_responses(self._generate(**kwargs), instance)
+        )
 
     def _generate(self, *, prompt, label, sampling_params, num_samples, **kwargs):
         self.requests.append(
