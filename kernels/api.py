@@ -268,3 +268,45 @@ def _check_values(
             f"base_temperature * min(tau_min, 1) must be >= {MIN_TEMPERATURE:g} "
             "(the smallest effective temperature)"
         )
+
+
+# ------------------------------------------------------------------ warm-up
+
+
+def prepare(device: torch.device | str, dtype: torch.dtype, vocab_size: int) -> str:
+    """Compile and load the kernel variants ``ead_sample(backend="auto")`` uses for these logits.
+
+    Call once at engine start-up so that the first EAD request does not wait
+    for a compiler. ``device``: where the logits live; ``dtype``: their dtype
+    (fp32/bf16/fp16); ``vocab_size``: V. On a CUDA device with a working
+    Triton backend it launches each Triton variant (all four
+    ``return_base_logprobs`` x ``return_entropy`` flag pairs) once on a
+    [1, V] input; on CPU it compiles the numba kernel or loads it from numba's
+    on-disk cache (``cache=True``; one fp32 signature serves every dtype).
+    A second call with the same arguments returns at once.
+
+    Returns the backend that was prepared: ``"triton"``, ``"cpu"`` or ``"torch"``
+    (nothing to compile).
+    """
+    dev = torch.device(device)
+    if dtype not in _LOGIT_DTYPES:
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral):
+        raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
+    if not 1 <= vocab_size < 2**31:
+        raise ValueError(f"vocab_size must be in [1, 2**31), got {vocab_size}")
+    name = _resolve_backend("auto", dev)
+    if name == "cpu":
+        _prepare_cpu()
+    elif name == "triton":
+        from ead_vllm.kernels.triton_sampler import prepare_triton
+
+        prepare_triton(dev, dtype, int(vocab_size))
+    return name
+
+
+@functools.cache
+def _prepare_cpu() -> None:
+    from ead_vllm.kernels.cpu_sampler import prepare_cpu
+
+    prepare_cpu()

@@ -47,9 +47,9 @@ import triton.language as tl
 from ead_vllm.kernels import noise
 
 NOISE_BLOCK = noise.NOISE_BLOCK
-TILE_BLOCKS = 8  # noise blocks per streaming tile: 2,048 logits, 16 per thread at 4 warps
+TILE_BLOCKS = 16  # noise blocks per streaming tile: 4,096 logits, 32 per thread at 4 warps
 STREAM_WARPS = 4
-RACE_WARPS = 4
+RACE_WARPS = 4  # for the [1024] block-bound vector; larger vectors get more warps
 RACE_BLOCKS = 4  # blocks the race kernel visits per step (1,024 logits)
 MAX_SPLITS = 64  # slices per row, at most; the race kernel merges them in a [64] vector
 MIN_RACE_VECTOR = 1024  # block-bound vector of the race kernel: V <= 262,144 in one size
@@ -351,6 +351,13 @@ def split_config(vocab: int, max_splits: int = MAX_SPLITS) -> SplitConfig:
     )
 
 
+def race_warps(race_vector: int) -> int:
+    """Warps of the race kernel: 8 block bounds per thread up to 2048 blocks, 16 above.
+
+    (16 warps would cap ptxas at 64 registers and spill.)"""
+    return RACE_WARPS if race_vector <= 1024 else 2 * RACE_WARPS
+
+
 class Workspace(NamedTuple):
     parts: torch.Tensor  # [4, B, num_splits] fp32: m, z, s, z0 of each slice
     bmax: torch.Tensor  # [B, n_blocks] fp32: max logit of each noise block
@@ -419,7 +426,7 @@ def _launch(
         SPLITS=MAX_SPLITS,
         NBLK=cfg.race_vector,
         RACE_BLOCKS=RACE_BLOCKS,
-        num_warps=RACE_WARPS,
+        num_warps=race_warps(cfg.race_vector),
     )
     return out_tok, out_lp, out_blp, out_h, ws
 
@@ -508,3 +515,124 @@ def prepare_triton(device: torch.device, dtype: torch.dtype, vocab_size: int) ->
     Idempotent: a second call for the same triple returns at once.
     """
     _warmed(str(torch.device(device)), dtype, int(vocab_size))
+
+
+# ------------------------------------------------------------------ compile variants
+
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def compile_variants(
+    dtype: torch.dtype,
+    vocab: int,
+    *,
+    flags: tuple[tuple[bool, bool], ...] = (
+        (False, False),
+        (False, True),
+        (True, False),
+        (True, True),
+    ),
+    race: bool = True,
+) -> list:
+    """The kernel variants ``ead_sample_triton`` launches for [B, vocab] logits of ``dtype``.
+
+    One streaming variant per (need_base, need_entropy) pair in ``flags`` and
+    the race kernel for V's block-vector size, with the signature and the
+    16-divisibility Triton's JIT gives contiguous, 16-aligned tensors.
+    Returns ``kernels.sass.Variant`` objects (compile them with
+    ``kernels.sass.compile_variant``, in a process without TRITON_INTERPRET).
+    """
+    from ead_vllm.kernels.sass import Variant, pointer_attrs
+
+    cfg = split_config(vocab)
+    ty = "*" + DTYPE_NAMES[dtype]
+    ints_aligned = ["stride_row", "vocab"] if vocab % 16 == 0 else []
+    stream_sig = {
+        "logits_ptr": ty,
+        "stride_row": "i32",
+        "vocab": "i32",
+        "temp_ptr": "*fp32",
+        "base_ptr": "*fp32",
+        "part_ptr": "*fp32",
+        "bmax_ptr": "*fp32",
+        "n_rows": "i32",
+        "num_splits": "i32",
+        "tiles_per_split": "i32",
+        "n_blocks": "i32",
+        "TILE_BLOCKS": "constexpr",
+        "NEED_BASE": "constexpr",
+        "NEED_ENTROPY": "constexpr",
+    }
+    ptrs = [n for n, t in stream_sig.items() if t.startswith("*")]
+    per_thread = TILE_BLOCKS * NOISE_BLOCK // (32 * STREAM_WARPS)
+    out = []
+    for need_base, need_entropy in flags:
+        out.append(
+            Variant(
+                name=f"stream_{DTYPE_NAMES[dtype]}_base{int(need_base)}_ent{int(need_entropy)}",
+                fn=_ead_stream_kernel,
+                signature=stream_sig,
+                constexprs={
+                    "TILE_BLOCKS": TILE_BLOCKS,
+                    "NEED_BASE": need_base,
+                    "NEED_ENTROPY": need_entropy,
+                },
+                attrs=pointer_attrs(_ead_stream_kernel, ptrs + ints_aligned),
+                num_warps=STREAM_WARPS,
+                elems_per_thread=per_thread,
+                meta={
+                    "dtype": DTYPE_NAMES[dtype],
+                    "need_base": need_base,
+                    "need_entropy": need_entropy,
+                },
+            )
+        )
+    if race:
+        race_sig = {
+            "logits_ptr": ty,
+            "stride_row": "i32",
+            "vocab": "i32",
+            "pos_ptr": "*i64",
+            "seed_ptr": "*i64",
+            "temp_ptr": "*fp32",
+            "base_ptr": "*fp32",
+            "part_ptr": "*fp32",
+            "bmax_ptr": "*fp32",
+            "n_rows": "i32",
+            "num_splits": "i32",
+            "n_blocks": "i32",
+            "out_tok_ptr": "*i64",
+            "out_lp_ptr": "*fp32",
+            "out_blp_ptr": "*fp32",
+            "out_h_ptr": "*fp32",
+            "out_visits_ptr": "*i32",
+            "need_base": "i32",
+            "need_entropy": "i32",
+            "SPLITS": "constexpr",
+            "NBLK": "constexpr",
+            "RACE_BLOCKS": "constexpr",
+        }
+        ptrs = [n for n, t in race_sig.items() if t.startswith("*")]
+        out.append(
+            Variant(
+                name=f"race_{DTYPE_NAMES[dtype]}_nblk{cfg.race_vector}",
+                fn=_ead_race_kernel,
+                signature=race_sig,
+                constexprs={
+                    "SPLITS": MAX_SPLITS,
+                    "NBLK": cfg.race_vector,
+                    "RACE_BLOCKS": RACE_BLOCKS,
+                },
+                attrs=pointer_attrs(_ead_race_kernel, ptrs + ints_aligned),
+                num_warps=race_warps(cfg.race_vector),
+                elems_per_thread=max(
+                    1, RACE_BLOCKS * NOISE_BLOCK // (32 * race_warps(cfg.race_vector))
+                ),
+                meta={"dtype": DTYPE_NAMES[dtype], "race_vector": cfg.race_vector},
+            )
+        )
+    return out
+
+
+# One vocabulary per block-vector size the race kernel can be compiled for.
+RACE_VECTOR_VOCABS = {1024: 151936, 2048: 2048 * NOISE_BLOCK, 4096: MAX_VOCAB}

@@ -170,18 +170,18 @@ def test_low_precision_logits(backend, dtype):
 
 @needs_triton
 def test_triton_several_tiles_per_program():
-    # Production splits give one tile per program below V = 131,072; force
+    # Production splits give one tile per program below V = 262,144; force
     # several so the online max rescaling across tiles runs (max in a late
     # tile, a fully masked tile, the max token in the split's last tile).
     from ead_vllm.kernels import triton_sampler
     from ead_vllm.kernels.reference import ead_sample_reference
 
-    b, v = 6, 5000
+    b, v = 6, 9000  # three tiles of 4,096: two programs of two tiles and one
     logits = logits_like("peaked", b, v, seed=12)
-    logits[0, :2048] = float("-inf")
-    logits[1, 4999] = 40.0
+    logits[0, :4096] = float("-inf")
+    logits[1, 8191] = 40.0
     logits[2] = torch.linspace(-30, 30, v)  # rising: every tile raises the max
-    logits[3, 2048:4096] = float("-inf")
+    logits[3, 4096:8192] = float("-inf")
     kw = rows(b, seed=12)
     temps = torch.linspace(0.3, 2.0, b)
     base = torch.full((b,), PARAMS["base_temperature"])
