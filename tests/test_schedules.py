@@ -146,3 +146,19 @@ def test_decay_at_step_rejects_bad_arguments(kwargs):
     step = kwargs.pop("step")
     with pytest.raises(ValueError):
         decay_at_step(step, **kwargs)
+
+
+def test_fp32_torch_schedule_is_the_kernels_ead_tau_bit_for_bit():
+    from ead_vllm.kernels import ead_tau
+
+    t = torch.tensor([0, 3, 9, 10, 57, 400, 2000, 10**6, 10**12])
+    kw = dict(tau_max=torch.full((9,), 1.7), tau_min=0.2, decay=torch.full((9,), 333.0))
+    want = ead_tau(t, **kw, warmup=10)
+    assert want.dtype == torch.float32
+    for x in (t, t.to(torch.float32)):
+        got = ead_temperature(x, **kw, warmup=10)
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+    half = ead_temperature(t.to(torch.float32).to(torch.bfloat16), **kw, warmup=10)
+    assert half.dtype == torch.bfloat16
+    # fp64 keeps its own fp64 evaluation (not the kernels' fp32 one).
+    assert ead_temperature(t.double(), **kw, warmup=10).dtype == torch.float64
