@@ -12,13 +12,21 @@ accumulates the entropy of that distribution over the action tokens.
 It works with two forward hooks instead of a copy of ``Actor.forward``: a
 pre-hook on the ``Actor`` reads ``action_mask``/``attention_mask`` and builds
 the per-row temperatures, a hook on ``actor.model`` (the HF model or its
-DeepSpeed engine) scales the logits it returns.
+DeepSpeed engine) divides the logits it returns, in place where OpenRLHF
+would divide them by its scalar temperature (no [tokens, V] copy beyond
+stock's; ``benchmarks/bridge_memory.py`` measures it).
+
+With ``--ead.correction positional``, a late token's logits are divided by
+``T * tau_t``, so their gradients are scaled by ``1 / tau_t`` relative to
+training at ``T`` (10x at ``tau_t = 0.1``); :func:`action_tau_range` gives the
+range of ``tau_t`` over a batch, logged with the step's metrics.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -200,6 +208,21 @@ class PolicyTemperature:
     def _after_forward(self, module: Any, args: tuple, output: Any) -> None:
         self._pending = _OUTSIDE
 
+    @staticmethod
+    def divide(logits: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+        """fp32 ``logits / scale``, in place when ``logits`` is fp32 already.
+
+        Exactly OpenRLHF's two steps with the per-row temperature: ``Actor.forward``
+        casts the logits to fp32 (a no-op on fp32 logits, and on ours, which come
+        first) and divides them in place by its scalar temperature (1 while
+        attached). No [tokens, V] tensor exists here beyond stock OpenRLHF's: the only
+        copy is the fp32 cast of low-precision logits, which stock makes too, and fp32
+        logits are divided in place, as stock divides them whenever its temperature
+        is not 1.
+        """
+        logits = logits.to(torch.float32)
+        return logits.div_(scale)
+
     def _scale_logits(self, module: Any, args: tuple, output: Any) -> Any:
         if self._pending is _OUTSIDE:
             return output  # the model called outside Actor.forward: not ours to scale
@@ -210,12 +233,7 @@ class PolicyTemperature:
         else:
             scale, rows = self._pending
             scale = scale.to(logits.device).unsqueeze(-1)
-        if logits.dtype == torch.float32:
-            # out of place: the model's own graph may still need its output (e.g. soft-capping)
-            logits = logits / scale
-        else:
-            logits = logits.float()
-            logits.div_(scale)
+        logits = self.divide(logits, scale)
         output["logits"] = logits
         if rows is not None:
             with torch.no_grad():
@@ -223,3 +241,25 @@ class PolicyTemperature:
             self._entropy_sum += total
             self._entropy_tokens += count
         return output
+
+
+def action_tau_range(action_masks: Iterable[torch.Tensor], ead: EADParams) -> tuple[float, float]:
+    """(min, max) of ``tau_t`` over every action token of ``action_masks`` (each [B, A]).
+
+    What the positional correction divides those tokens' logits by (times the
+    base temperature); the logit gradients of a token scale by ``1 / tau_t``.
+    (1.0, 1.0) when there is no action token.
+    """
+    low, high = math.inf, -math.inf
+    for mask in action_masks:
+        positions = span_positions(mask)[mask.bool()].to(torch.float32)
+        if positions.numel():
+            tau = ead_temperature(
+                positions,
+                tau_max=ead.tau_max,
+                tau_min=ead.tau_min,
+                decay=ead.decay,
+                warmup=ead.warmup,
+            )
+            low, high = min(low, float(tau.min())), max(high, float(tau.max()))
+    return (1.0, 1.0) if low > high else (low, high)

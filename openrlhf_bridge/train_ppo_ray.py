@@ -34,7 +34,7 @@ from openrlhf_bridge.combinations import finalize
 from openrlhf_bridge.config import BridgeConfig
 from openrlhf_bridge.imports import flash_attn_stubbed, missing_for_training
 from openrlhf_bridge.install import bridge_installed
-from openrlhf_bridge.swaps import check_module_names
+from openrlhf_bridge.swaps import BridgeSwapError, check_module_names
 
 OPENRLHF_MAIN = "openrlhf.cli.train_ppo_ray"
 PROG = "python -m openrlhf_bridge.train_ppo_ray"
@@ -134,11 +134,15 @@ def run_openrlhf(namespace: argparse.Namespace, swaps: Sequence[tuple[Any, str, 
     """Run OpenRLHF's ``train_ppo_ray`` main block on an already parsed namespace.
 
     ``swaps`` (the installed substitutions) are checked against the names
-    OpenRLHF's module bound at import, before its ``train()`` runs.
+    OpenRLHF's module bound at import, before its ``train()`` runs: a name
+    bound to OpenRLHF's own class exits with status 1 and one line.
     """
 
     def parsed(parser: argparse.ArgumentParser, caller: Mapping[str, Any]) -> argparse.Namespace:
-        check_module_names(caller, swaps)
+        try:
+            check_module_names(caller, swaps)
+        except BridgeSwapError as exc:
+            fail(str(exc), status=1)
         return namespace
 
     _run_main_once_patched(parsed)

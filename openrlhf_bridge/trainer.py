@@ -10,7 +10,13 @@
   ranks) updates the controller, a finished dataset pass closes the budget's
   epoch, and the bridge's metrics join OpenRLHF's status (logged to
   wandb/tensorboard by OpenRLHF);
-* the bridge state saved in, and restored from, OpenRLHF's checkpoints.
+* the bridge state saved in, and restored from, OpenRLHF's checkpoints;
+* at the first step, a check that every bridge class is the one OpenRLHF
+  instantiated (:meth:`bridge_check_swaps`), which stops the run with
+  :class:`~openrlhf_bridge.swaps.BridgeSwapError` otherwise;
+* with ``--ead.correction positional``, the range of ``tau_t`` over the step's
+  action tokens logged as ``ead/actor_tau_min`` / ``ead/actor_tau_max``: the
+  logit gradients of a token are scaled by ``1 / tau_t``.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from typing import Any
 import ray
 from openrlhf.trainer.ppo_trainer import PPOTrainer
 
+from openrlhf_bridge.actor import action_tau_range
 from openrlhf_bridge.config import BridgeConfig
 from openrlhf_bridge.experience import GroupedExperienceMaker
 from openrlhf_bridge.rollout import EADSamplesGenerator
 from openrlhf_bridge.state import BridgeState
+from openrlhf_bridge.swaps import POLICY, REFERENCE, ROLLOUT, check_handles, check_instance
 
 
 def rollout_steps(num_prompts: int, args: Any) -> int:
@@ -33,8 +41,23 @@ def rollout_steps(num_prompts: int, args: Any) -> int:
     return max(1, math.ceil(num_prompts / per_step)) * args.train.num_episodes
 
 
+def actor_tau_metrics(rollout_samples: list[Any], bridge: BridgeState) -> dict[str, float]:
+    """``ead/actor_tau_min`` / ``ead/actor_tau_max`` of the step (positional correction only).
+
+    The range of ``tau_t`` the actor and reference model divide the step's
+    action-token logits by (times the base temperature), from the samples'
+    action masks and the step's schedule.
+    """
+    if not bridge.config.positional:
+        return {}
+    low, high = action_tau_range((s.action_mask for s in rollout_samples), bridge.ead_params())
+    return {"ead/actor_tau_min": low, "ead/actor_tau_max": high}
+
+
 class _EADPPOTrainer(PPOTrainer.__ray_actor_class__):
     """OpenRLHF's ``PPOTrainer`` with EAD/E3 state (see the module docstring)."""
+
+    bridge_swaps_checked = False
 
     def __init__(
         self,
@@ -82,10 +105,32 @@ class _EADPPOTrainer(PPOTrainer.__ray_actor_class__):
             raise RuntimeError(
                 f"bridge schedules are at step {self.bridge.step}, the trainer at {global_step}"
             )
+        if not self.bridge_swaps_checked:
+            self.bridge_check_swaps()
+        tau = actor_tau_metrics(rollout_samples, self.bridge)
         self.bridge_push_state()
         status, next_step = super().train_step(rollout_samples, global_step)
         status.update(self.bridge_finish_step())
+        status.update(tau)
         return status, next_step
+
+    def bridge_check_swaps(self) -> None:
+        """Stop unless every class the bridge swaps is the bridge's in this run.
+
+        Checks the rollout generator and experience maker this trainer holds,
+        and the class behind every rollout engine, policy and reference worker
+        handle; then tells the policy workers that the trainer is the bridge's
+        (they refuse to make experience otherwise). Raises
+        :class:`~openrlhf_bridge.swaps.BridgeSwapError` naming what is stock.
+        """
+        check_instance("rollout generator", self.samples_generator, EADSamplesGenerator)
+        check_instance("experience maker", self.experience_maker, GroupedExperienceMaker)
+        check_handles(ROLLOUT, list(self.vllm_engines or []))
+        check_handles(POLICY, self.actor_model_group._actor_handlers)
+        if self.reference_model_group is not None:
+            check_handles(REFERENCE, self.reference_model_group._actor_handlers)
+        ray.get(self.actor_model_group.async_run_method("bridge_trainer_checked_in"))
+        self.bridge_swaps_checked = True
 
     def bridge_push_state(self) -> None:
         """Send the step's temperature/EAD params to every policy and reference worker."""

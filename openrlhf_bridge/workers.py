@@ -5,8 +5,12 @@ original class (``X.__ray_actor_class__``) and is wrapped with ``ray.remote``
 again. They live in an importable module so that Ray workers load them by
 reference (a patch made in the driver would not reach the workers).
 Both attach :class:`openrlhf_bridge.actor.PolicyTemperature` to their
-``Actor`` when ``args`` asks for it; the trainer sets the step's temperature
-and EAD params with ``bridge_set_state`` before every experience-making pass.
+``Actor`` when ``args`` asks for it (otherwise they behave exactly as
+OpenRLHF's); the trainer sets the step's temperature and EAD params with
+``bridge_set_state`` before every experience-making pass. Both answer
+``bridge_role`` (the trainer's proof that the swap took effect), and the
+policy worker refuses to make experience for a trainer that never announced
+itself with ``bridge_trainer_checked_in`` (OpenRLHF's own trainer never does).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
 
 from openrlhf_bridge.actor import PolicyTemperature
 from openrlhf_bridge.config import BridgeConfig
+from openrlhf_bridge.swaps import POLICY, REFERENCE, TRAINER_MISSING, BridgeSwapError
 
 
 def _attach(actor: Any, args: Any) -> PolicyTemperature | None:
@@ -32,6 +37,7 @@ class _EADPolicyModelActor(PolicyModelActor.__ray_actor_class__):
 
     bridge_temperature: PolicyTemperature | None = None
     bridge_measure = False
+    bridge_trainer_seen = False
 
     def init_model_from_pretrained(self, strategy: Any, pretrain: str, *args: Any, **kwargs: Any):
         result = super().init_model_from_pretrained(strategy, pretrain, *args, **kwargs)
@@ -42,6 +48,8 @@ class _EADPolicyModelActor(PolicyModelActor.__ray_actor_class__):
     def forward(self, *args: Any, **kwargs: Any):
         # Experience making: log-probs of the pre-update policy on this step's rollouts,
         # the distribution whose entropy the E3 controller needs.
+        if not self.bridge_trainer_seen:
+            raise BridgeSwapError(TRAINER_MISSING)
         if self.bridge_temperature is None or not self.bridge_measure:
             return super().forward(*args, **kwargs)
         with self.bridge_temperature.measuring():
@@ -51,6 +59,14 @@ class _EADPolicyModelActor(PolicyModelActor.__ray_actor_class__):
         """Temperature and flat ``ead_*`` params (None: no per-position tau) for the next step."""
         if self.bridge_temperature is not None:
             self.bridge_temperature.set_state(temperature, ead)
+
+    def bridge_role(self) -> str:
+        """What this actor is, for the trainer's check that the swap took effect."""
+        return POLICY
+
+    def bridge_trainer_checked_in(self) -> None:
+        """Called by the bridge's trainer at its first step (before any experience making)."""
+        self.bridge_trainer_seen = True
 
     def bridge_pop_entropy(self) -> tuple[float, float]:
         """(entropy sum, action tokens) measured since the last call on this rank."""
@@ -68,6 +84,10 @@ class _EADReferenceModelActor(ReferenceModelActor.__ray_actor_class__):
         result = super().init_model_from_pretrained(strategy, pretrain, *args, **kwargs)
         self.bridge_temperature = _attach(self.model, strategy.args)
         return result
+
+    def bridge_role(self) -> str:
+        """What this actor is, for the trainer's check that the swap took effect."""
+        return REFERENCE
 
     def bridge_set_state(self, temperature: float, ead: dict[str, Any] | None) -> None:
         """Temperature and flat ``ead_*`` params (None: no per-position tau) for the next step."""

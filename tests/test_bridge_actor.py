@@ -25,7 +25,12 @@ from vllm_engine_support import engine_model_dir  # noqa: E402
 
 from ead_vllm.params import EADParams  # noqa: E402
 from openrlhf_bridge import train_ppo_ray  # noqa: E402
-from openrlhf_bridge.actor import PolicyTemperature, row_temperatures, span_positions  # noqa: E402
+from openrlhf_bridge.actor import (  # noqa: E402
+    PolicyTemperature,
+    action_tau_range,
+    row_temperatures,
+    span_positions,
+)
 from openrlhf_bridge.workers import _attach, _EADPolicyModelActor  # noqa: E402
 
 EAD = EADParams(tau_max=1.5, tau_min=0.3, decay=4.0, warmup=1)
@@ -266,3 +271,44 @@ def test_packed_samples_get_the_same_per_row_temperatures(actor, hf_model, monke
                 row = logits[packed_index[b, pos - 1]] / (BASE_T * EAD.temperature_at(float(t)))
                 want = torch.log_softmax(row, dim=-1)[sequences[b, pos]].item()
                 assert got[b, pos - 1].item() == pytest.approx(want, rel=2e-6, abs=2e-5)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["experience", "training"])
+def test_hook_divides_the_model_logits_in_place(actor, hf_model, grad):
+    """No [tokens, V] copy: the logits Actor.forward uses are the model's own fp32 tensor,
+    divided in place (where OpenRLHF divides by its scalar temperature)."""
+    sequences, attention_mask, action_mask, _ = batch(hf_model.config.vocab_size)
+    seen = {}
+
+    def record(module, args, output):  # registered first: runs before the bridge's hook
+        seen["ptr"] = output["logits"].data_ptr()
+        seen["raw"] = output["logits"].detach().clone()
+
+    hf_model.register_forward_hook(record)
+    control = PolicyTemperature.attach(actor, base_temperature=BASE_T)
+    control.set_state(BASE_T, EAD.to_extra_args())
+    with torch.set_grad_enabled(grad):
+        _, output = actor(sequences, action_mask, attention_mask, return_output=True)
+    assert output["logits"].dtype == torch.float32
+    assert output["logits"].data_ptr() == seen["ptr"]  # the same storage: divided in place
+    scale = row_temperatures(action_mask, sequences.shape[1], base_temperature=BASE_T, ead=EAD)
+    torch.testing.assert_close(output["logits"].detach(), seen["raw"] / scale.unsqueeze(-1))
+
+
+def test_low_precision_logits_get_only_the_cast_openrlhf_makes():
+    logits = torch.randn(2, 3, 7).to(torch.bfloat16)
+    scale = torch.tensor([[1.0, 0.5, 0.25], [2.0, 1.0, 0.1]])
+    out = PolicyTemperature.divide(logits, scale.unsqueeze(-1))
+    assert out.dtype == torch.float32  # the fp32 copy OpenRLHF's Actor.forward makes anyway
+    torch.testing.assert_close(out, logits.float() / scale.unsqueeze(-1))
+    fp32 = torch.randn(2, 3, 7)
+    assert PolicyTemperature.divide(fp32, 2.0).data_ptr() == fp32.data_ptr()
+
+
+def test_action_tau_range_is_the_schedule_over_the_action_tokens():
+    _, _, action_mask, _ = batch(100)
+    low, high = action_tau_range([action_mask[:1], action_mask[1:]], EAD)
+    taus = [EAD.temperature_at(float(t)) for t in range(7)]  # sample 0: 7 tokens, the longest
+    assert low == pytest.approx(min(taus)) and high == pytest.approx(max(taus))
+    assert low == pytest.approx(EAD.tau_min)  # late tokens: gradients scaled by 1 / 0.3
+    assert action_tau_range([torch.zeros(1, 4, dtype=torch.long)], EAD) == (1.0, 1.0)

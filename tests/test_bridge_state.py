@@ -255,3 +255,38 @@ def test_rollout_steps_from_the_dataset():
     args, _ = parse()
     args.rollout.batch_size, args.train.num_episodes = 4, 3
     assert rollout_steps(10, args) == 9
+
+
+@pytest.mark.parametrize("correction", ["positional", "tis"])
+def test_train_step_logs_the_actor_tau_range(correction, monkeypatch, no_ray):
+    """Positional mode: the range of tau_t over the step's action tokens joins the metrics
+    (a token's logit gradients are scaled by 1 / tau_t)."""
+    from openrlhf.trainer.ppo_trainer import PPOTrainer
+    from openrlhf.trainer.ppo_utils.experience import Experience
+
+    namespace, config = train_ppo_ray.parse_args(
+        [*FLAGS[:10], "--ead.enable", "--ead.d0", "4", "--ead.tau_min", "0.1",
+         "--ead.correction", correction]
+    )  # fmt: skip
+    trainer = object.__new__(_EADPPOTrainer)
+    trainer.args = hierarchize(namespace)
+    trainer.bridge = BridgeState(config, default_n=N, base_temperature=1.0)
+    trainer.bridge_swaps_checked = True  # tests/test_bridge_swaps.py covers the check
+    trainer.actor_model_group = FakeGroup(2, lambda *a, **k: None)
+    trainer.reference_model_group = None
+    monkeypatch.setattr(  # OpenRLHF's step itself needs the Ray model groups and DeepSpeed
+        PPOTrainer.__ray_actor_class__, "train_step", lambda self, samples, step: ({}, step + 1)
+    )
+    samples = [
+        Experience(action_mask=torch.tensor([[1, 1, 1, 0, 0]])),
+        Experience(action_mask=torch.ones(1, 20, dtype=torch.long)),
+    ]
+    status, step = trainer.train_step(samples, 0)
+    assert step == 1 and status["ead/d_s"] == 4.0
+    if correction == "tis":
+        assert "ead/actor_tau_min" not in status  # TIS trains at the base temperature
+        return
+    ead = config.ead.params_at(0)
+    taus = [ead.temperature_at(float(t)) for t in range(20)]
+    assert status["ead/actor_tau_max"] == pytest.approx(max(taus)) == pytest.approx(1.2)
+    assert status["ead/actor_tau_min"] == pytest.approx(min(taus)) == pytest.approx(0.1)
