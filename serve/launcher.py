@@ -85,9 +85,10 @@ def _model_flag_absent(argv: list[str]) -> bool:
 def main(argv: list[str]) -> int:
     """Run the server until interrupted; returns the exit code."""
     from vllm.entrypoints.cli.serve import ServeSubcommand
-    from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
 
-    cli_env_setup()
+    from ead_vllm.vllm_ext.seams.serving import cli_env_setup
+
+    cli_env_setup()()
     args = parse_args(argv)
     if args.ead_defaults is not None:
         # vLLM builds middleware classes without arguments; the env var carries the

@@ -83,6 +83,33 @@ def model_runner(llm: Any) -> Any:
     return llm.llm_engine.model_executor.driver_worker.worker.model_runner
 
 
+class _CpuUvaBuffer:
+    """A UVA buffer on a CPU-only machine: the host tensor is its own device view.
+
+    vLLM 0.29's ``UvaBuffer`` pins host memory and maps it for the GPU, and has
+    no fallback; later versions fall back to ``NonUvaBuffer`` themselves.
+    """
+
+    def __init__(self, size: Any, dtype: torch.dtype) -> None:
+        self.cpu = torch.zeros(size, dtype=dtype, device="cpu")
+        self.np = self.cpu.numpy()
+        self.uva = self.cpu
+
+
+def cpu_v2_buffers(monkeypatch: Any) -> None:
+    """Let runner V2's buffer classes (``vllm.v1.worker.gpu.buffer_utils``) run on CPU.
+
+    vLLM 0.30 and later have an explicit-copy fallback, chosen when
+    ``is_uva_available()`` is False; vLLM 0.29 has none, so its ``UvaBuffer`` is
+    replaced by :class:`_CpuUvaBuffer` (same fields, same copy semantics on CPU).
+    """
+    import vllm.v1.worker.gpu.buffer_utils as buffer_utils
+
+    monkeypatch.setattr(buffer_utils, "is_uva_available", lambda: False)
+    if not hasattr(buffer_utils, "NonUvaBuffer"):
+        monkeypatch.setattr(buffer_utils, "UvaBuffer", _CpuUvaBuffer)
+
+
 class Oracle:
     """Reference per-position log-probs from a plain transformers forward."""
 

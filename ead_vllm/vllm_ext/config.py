@@ -9,7 +9,7 @@ whether the engine was built from ``vllm serve --sampler ead`` or from
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 SAMPLER_CONFIG_KEY = "sampler"
 DEFAULT_SAMPLER = "default"
@@ -52,16 +52,27 @@ def _processor_names(processors: Iterable[Any] | None) -> list[str]:
     return names
 
 
-def check_ead_config(vllm_config: Any) -> None:
+def runner_of(vllm_config: Any) -> Literal["v1", "v2"]:
+    """The model runner vLLM will build for ``vllm_config`` (``VllmConfig.use_v2_model_runner``)."""
+    return "v2" if getattr(vllm_config, "use_v2_model_runner", False) else "v1"
+
+
+def check_ead_config(vllm_config: Any, runner: Literal["v1", "v2"] | None = None) -> None:
     """Refuse configurations the EAD sampler cannot serve correctly.
 
-    Raises ``ValueError`` for an unknown sampler name, for speculative
-    decoding with ``sampler="ead"``, and for the EAD logits processor
-    registered together with the EAD sampler (the schedule would apply twice).
-    A no-op when the EAD sampler is off.
+    Raises :class:`~ead_vllm.vllm_ext.seams.gate.UnsupportedVLLMError` when the
+    installed vLLM is outside the supported set or the seams of ``runner``
+    (default: the one ``vllm_config`` selects) do not have the expected shape;
+    ``ValueError`` for an unknown sampler name, for speculative decoding with
+    ``sampler="ead"``, and for the EAD logits processor registered together with
+    the EAD sampler (the schedule would apply twice). A no-op (nothing imported,
+    nothing checked) when the EAD sampler is off.
     """
     if not ead_sampler_enabled(vllm_config):
         return
+    from ead_vllm.vllm_ext.seams.gate import check_vllm
+
+    check_vllm(runner or runner_of(vllm_config))
     if getattr(vllm_config, "speculative_config", None) is not None:
         raise ValueError(SPEC_DECODE_REFUSAL)
     model_config = getattr(vllm_config, "model_config", None)

@@ -23,7 +23,7 @@ def install_v1_sampler(runner: Any) -> None:
     from ead_vllm.vllm_ext.v1_batch_state import EADBatchState
     from ead_vllm.vllm_ext.v1_sampler import EADSamplerV1
 
-    check_ead_config(runner.vllm_config)
+    check_ead_config(runner.vllm_config, runner="v1")
     if runner.is_pooling_model:
         return
     state = EADBatchState(runner.vllm_config, runner.device, PIN_MEMORY)

@@ -28,7 +28,7 @@ def patch_v2_runner(module: ModuleType) -> None:
     def load_model(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not ead_sampler_enabled(self.vllm_config):
             return original(self, *args, **kwargs)
-        check_ead_config(self.vllm_config)
+        check_ead_config(self.vllm_config, runner="v2")
         from ead_vllm.vllm_ext.v2_sampler import EADSamplerV2
 
         stock = module.Sampler

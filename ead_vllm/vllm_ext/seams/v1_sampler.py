@@ -1,0 +1,107 @@
+"""Seam: runner V1's ``Sampler`` (``vllm/v1/sample/sampler.py``) and its runner.
+
+Handles vLLM 0.29.0, 0.30.0, 0.31.0, 0.32.0 and 0.33.0: one shape in all of them
+(0.33.0 adds a ROCm-only fast path inside ``forward``, which the override replaces).
+:class:`~ead_vllm.vllm_ext.v1_sampler.EADSamplerV1` subclasses ``Sampler``, overrides
+``forward`` with the same parameters, calls ``sample``, ``apply_logits_processors``,
+``compute_logprobs`` and ``gather_logprobs``, and builds ``SamplingMetadata`` for a
+sub-batch. (The V1 install wraps ``GPUModelRunner.__init__`` with ``*args,
+**kwargs``; checking it would import the runner module into API-server processes.)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ead_vllm.vllm_ext.seams.signature import Expectation
+
+VERSIONS: tuple[str, ...] = ("0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0")
+
+SAMPLER_MODULE = "vllm.v1.sample.sampler"
+METADATA_MODULE = "vllm.v1.sample.metadata"
+
+
+def _attr(module: str, *names: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for name in names:
+        obj = getattr(obj, name)
+    return obj
+
+
+EXPECTED: tuple[Expectation, ...] = (
+    Expectation(
+        f"{SAMPLER_MODULE}.Sampler.__init__",
+        lambda: _attr(SAMPLER_MODULE, "Sampler", "__init__"),
+        ("self", "logprobs_mode", "use_fp64_gumbel"),
+    ),
+    Expectation(
+        f"{SAMPLER_MODULE}.Sampler.forward",
+        lambda: _attr(SAMPLER_MODULE, "Sampler", "forward"),
+        ("self", "logits", "sampling_metadata", "predict_bonus_token", "logprobs_mode_override"),
+    ),
+    Expectation(
+        f"{SAMPLER_MODULE}.Sampler.sample",
+        lambda: _attr(SAMPLER_MODULE, "Sampler", "sample"),
+        ("self", "logits", "sampling_metadata", "logprobs_mode_override"),
+    ),
+    Expectation(
+        f"{SAMPLER_MODULE}.Sampler.apply_logits_processors",
+        lambda: _attr(SAMPLER_MODULE, "Sampler", "apply_logits_processors"),
+        ("self", "logits", "sampling_metadata", "predict_bonus_token"),
+    ),
+    Expectation(
+        f"{SAMPLER_MODULE}.Sampler.compute_logprobs",
+        lambda: _attr(SAMPLER_MODULE, "Sampler", "compute_logprobs"),
+        ("logits",),
+    ),
+    Expectation(
+        f"{SAMPLER_MODULE}.Sampler.gather_logprobs",
+        lambda: _attr(SAMPLER_MODULE, "Sampler", "gather_logprobs"),
+        ("logprobs", "num_logprobs", "token_ids"),
+    ),
+    Expectation(
+        f"{METADATA_MODULE}.SamplingMetadata",
+        lambda: _attr(METADATA_MODULE, "SamplingMetadata"),
+        (
+            "temperature",
+            "all_greedy",
+            "all_random",
+            "top_p",
+            "top_k",
+            "generators",
+            "max_num_logprobs",
+            "no_penalties",
+            "prompt_token_ids",
+            "frequency_penalties",
+            "presence_penalties",
+            "repetition_penalties",
+            "output_token_ids",
+            "allowed_token_ids_mask",
+            "bad_words_token_ids",
+            "logitsprocs",
+            "logprob_token_ids",
+            "spec_token_ids",
+            "thinking_budget_state_holder",
+        ),
+        fields=True,
+    ),
+    Expectation(
+        "vllm.v1.outputs.SamplerOutput",
+        lambda: _attr("vllm.v1.outputs", "SamplerOutput"),
+        ("sampled_token_ids", "logprobs_tensors"),
+        fields=True,
+    ),
+    Expectation(
+        "vllm.v1.outputs.LogprobsTensors",
+        lambda: _attr("vllm.v1.outputs", "LogprobsTensors"),
+        (
+            "logprob_token_ids",
+            "logprobs",
+            "selected_token_ranks",
+            "cu_num_generated_tokens",
+            "cu_num_generated_tokens_tensor",
+        ),
+        fields=True,
+    ),
+)

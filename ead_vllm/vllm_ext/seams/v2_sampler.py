@@ -1,0 +1,363 @@
+"""Seam: runner V2's ``Sampler`` (``vllm/v1/worker/gpu/sample/sampler.py``).
+
+Two shapes, each naming the versions it handles:
+
+* **shape A, vLLM 0.29.0 and 0.30.0**: ``Sampler(max_num_reqs, vocab_size, device,
+  req_states, ..., reasoning_config, return_sampling_mask)`` (no ``vllm_config``),
+  ``add_request(req_idx, prompt_len, sampling_params)``, ``sample(...,
+  expanded_local_pos, return_logprobs)``, and no logits-processor chain: the stages
+  are fixed attributes (logit bias, penalties, bad words, thinking budget), then
+  ``sampling_states.apply_temperature``, min_p, top-k/top-p.
+* **shape B, vLLM 0.31.0, 0.32.0 and 0.33.0**: ``Sampler(vllm_config, max_num_reqs,
+  ..., custom_logits_processors)``, ``add_request(req_idx, sampling_params)``,
+  ``sample(..., expanded_local_pos, seq_lens_upper_bound_np, return_logprobs)``, and
+  ``self.logits_processors`` (bias, penalties, bad words, custom), each
+  ``apply(logits, ctx)``, then the thinking budget, temperature, min_p, top-k/top-p.
+
+The EAD sampler override (:class:`~ead_vllm.vllm_ext.v2_sampler.EADSamplerV2`) reads
+the constructor, ``add_request`` and ``sample`` arguments through :func:`current`'s
+:class:`Shape` (by name, whatever the shape) and runs vLLM's pre-temperature stages
+through :meth:`Shape.processors`. What comes after them (temperature, min_p,
+top-k/top-p, vLLM's random sampler) is the seam :mod:`.v2_stock_sampling`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ead_vllm.vllm_ext.seams import v2_logits_processor as lp_seam
+from ead_vllm.vllm_ext.seams.signature import Expectation
+from ead_vllm.vllm_ext.seams.versions import installed_vllm_version, release
+
+SAMPLER_MODULE = "vllm.v1.worker.gpu.sample.sampler"
+STATES_MODULE = "vllm.v1.worker.gpu.sample.states"
+SAMPLE_PARAMS_A = (
+    "self",
+    "logits",
+    "expanded_idx_mapping",
+    "idx_mapping",
+    "idx_mapping_np",
+    "pos",
+    "input_ids",
+    "expanded_local_pos",
+    "return_logprobs",
+)
+SAMPLE_PARAMS_B = (*SAMPLE_PARAMS_A[:-1], "seq_lens_upper_bound_np", "return_logprobs")
+
+
+def _attr(module: str, *names: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for name in names:
+        obj = getattr(obj, name)
+    return obj
+
+
+@functools.cache
+def _stock_signature(method: str) -> inspect.Signature:
+    # read once per process: sample() binds its arguments every step
+    return inspect.signature(_attr(SAMPLER_MODULE, "Sampler", method))
+
+
+def _sampler(method: str) -> Callable[[], Any]:
+    return lambda: _attr(SAMPLER_MODULE, "Sampler", method)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleCall:
+    """One ``Sampler.sample`` call's arguments, the same fields in every shape."""
+
+    logits: torch.Tensor
+    expanded_idx_mapping: torch.Tensor
+    idx_mapping: torch.Tensor
+    idx_mapping_np: Any
+    pos: torch.Tensor
+    input_ids: torch.Tensor
+    expanded_local_pos: torch.Tensor
+    seq_lens_upper_bound_np: Any  # None in shape A
+    return_logprobs: bool
+
+    def context(self) -> Any:
+        """The step's ``LogitsContext`` (vLLM's, or the 0.29/0.30 stand-in)."""
+        return lp_seam.LogitsContext(
+            expanded_idx_mapping=self.expanded_idx_mapping,
+            idx_mapping=self.idx_mapping,
+            idx_mapping_np=self.idx_mapping_np,
+            expanded_local_pos=self.expanded_local_pos,
+            input_ids=self.input_ids,
+            pos=self.pos,
+            seq_lens_upper_bound_np=self.seq_lens_upper_bound_np,
+        )
+
+
+class Shape:
+    """What differs between runner-V2 ``Sampler`` versions (subclasses: A and B)."""
+
+    name: str
+    versions: tuple[str, ...]
+    init_params: tuple[str, ...]
+    add_request_params: tuple[str, ...]
+    sample_params: tuple[str, ...]
+
+    def expected(self) -> tuple[Expectation, ...]:
+        """The signatures this shape was written against."""
+        return (
+            Expectation(
+                f"{SAMPLER_MODULE}.Sampler.__init__", _sampler("__init__"), self.init_params
+            ),
+            Expectation(
+                f"{SAMPLER_MODULE}.Sampler.add_request",
+                _sampler("add_request"),
+                self.add_request_params,
+            ),
+            Expectation(f"{SAMPLER_MODULE}.Sampler.sample", _sampler("sample"), self.sample_params),
+            Expectation(
+                f"{SAMPLER_MODULE}.Sampler.apply_staged_writes",
+                _sampler("apply_staged_writes"),
+                ("self",),
+            ),
+            Expectation(
+                f"{STATES_MODULE}.SamplingStates.apply_temperature",
+                lambda: _attr(STATES_MODULE, "SamplingStates", "apply_temperature"),
+                ("self", "logits", "expanded_idx_mapping", "idx_mapping_np"),
+            ),
+            *self._stage_expectations(),
+        )
+
+    def _stage_expectations(self) -> tuple[Expectation, ...]:
+        return ()
+
+    # -- construction ---------------------------------------------------------------
+
+    @staticmethod
+    def _bind(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        bound = _stock_signature(method).bind(None, *args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def init_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The stock constructor's arguments by name (``vllm_config`` is None in shape A)."""
+        arguments = self._bind("__init__", args, kwargs)
+        arguments.setdefault("vllm_config", None)
+        return arguments
+
+    # -- per request ----------------------------------------------------------------
+
+    def add_request_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[int, Any]:
+        """``(req_idx, sampling_params)`` of an ``add_request`` call."""
+        arguments = self._bind("add_request", args, kwargs)
+        return arguments["req_idx"], arguments["sampling_params"]
+
+    def call_add_request(
+        self, sampler: Any, req_idx: int, prompt_len: int, sampling_params: Any
+    ) -> None:
+        """Call ``sampler.add_request`` as runner V2 of these versions calls it."""
+        if "prompt_len" in self.add_request_params:
+            sampler.add_request(req_idx, prompt_len, sampling_params)
+        else:
+            sampler.add_request(req_idx, sampling_params)
+
+    # -- per step -------------------------------------------------------------------
+
+    def sample_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SampleCall:
+        """The ``sample`` call's arguments by name (``seq_lens_upper_bound_np`` None in A)."""
+        arguments = self._bind("sample", args, kwargs)
+        arguments.pop("self")
+        arguments.setdefault("seq_lens_upper_bound_np", None)
+        return SampleCall(**arguments)
+
+    def call_sample(
+        self, sampler: Any, logits: torch.Tensor, ctx: Any, return_logprobs: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Call ``sampler.sample`` as ``Sampler.__call__`` of these versions calls it.
+
+        ``ctx`` is a ``LogitsContext`` (or the 0.29/0.30 stand-in) holding the step's
+        batch layout.
+        """
+        args = [
+            logits,
+            ctx.expanded_idx_mapping,
+            ctx.idx_mapping,
+            ctx.idx_mapping_np,
+            ctx.pos,
+            ctx.input_ids,
+            ctx.expanded_local_pos,
+        ]
+        if "seq_lens_upper_bound_np" in self.sample_params:
+            args.append(ctx.seq_lens_upper_bound_np)
+        return sampler.sample(*args, return_logprobs=return_logprobs)
+
+    def processors(self, sampler: Any, logits: torch.Tensor, call: SampleCall) -> torch.Tensor:
+        """vLLM's stages before temperature, in vLLM's order: logit bias, penalties, bad
+        words, custom processors (B only), thinking budget. ``logits`` must be vLLM's
+        float32 copy; it is changed in place where vLLM changes it in place."""
+        raise NotImplementedError
+
+
+class ShapeA(Shape):
+    """vLLM 0.29.0 and 0.30.0: no ``vllm_config``, no processor chain."""
+
+    name = "A"
+    versions = ("0.29.0", "0.30.0")
+    init_params = (
+        "self",
+        "max_num_reqs",
+        "vocab_size",
+        "device",
+        "req_states",
+        "logprobs_mode",
+        "num_speculative_tokens",
+        "use_fp64_gumbel",
+        "enable_trace_replay",
+        "reasoning_config",
+        "return_sampling_mask",
+    )
+    add_request_params = ("self", "req_idx", "prompt_len", "sampling_params")
+    sample_params = SAMPLE_PARAMS_A
+
+    def _stage_expectations(self) -> tuple[Expectation, ...]:
+        sample = "vllm.v1.worker.gpu.sample"
+        return (
+            Expectation(
+                f"{sample}.logit_bias.LogitBiasState.apply_logit_bias",
+                lambda: _attr(f"{sample}.logit_bias", "LogitBiasState", "apply_logit_bias"),
+                ("self", "logits", "expanded_idx_mapping", "idx_mapping_np", "pos"),
+            ),
+            Expectation(
+                f"{sample}.penalties.PenaltiesState.apply_penalties",
+                lambda: _attr(f"{sample}.penalties", "PenaltiesState", "apply_penalties"),
+                (
+                    "self",
+                    "logits",
+                    "expanded_idx_mapping",
+                    "idx_mapping_np",
+                    "input_ids",
+                    "expanded_local_pos",
+                ),
+            ),
+            Expectation(
+                f"{sample}.bad_words.BadWordsState.apply_bad_words",
+                lambda: _attr(f"{sample}.bad_words", "BadWordsState", "apply_bad_words"),
+                (
+                    "self",
+                    "logits",
+                    "expanded_idx_mapping",
+                    "idx_mapping_np",
+                    "input_ids",
+                    "expanded_local_pos",
+                ),
+            ),
+            Expectation(
+                f"{sample}.thinking_budget.ThinkingBudgetState.apply",
+                lambda: _attr(f"{sample}.thinking_budget", "ThinkingBudgetState", "apply"),
+                (
+                    "self",
+                    "logits",
+                    "expanded_idx_mapping",
+                    "idx_mapping",
+                    "idx_mapping_np",
+                    "input_ids",
+                    "expanded_local_pos",
+                ),
+            ),
+        )
+
+    def processors(self, sampler: Any, logits: torch.Tensor, call: SampleCall) -> torch.Tensor:
+        rows, rows_np = call.expanded_idx_mapping, call.idx_mapping_np
+        sampler.logit_bias_state.apply_logit_bias(logits, rows, rows_np, call.pos)
+        sampler.penalties_state.apply_penalties(
+            logits, rows, rows_np, call.input_ids, call.expanded_local_pos
+        )
+        sampler.bad_words_state.apply_bad_words(
+            logits, rows, rows_np, call.input_ids, call.expanded_local_pos
+        )
+        sampler.thinking_budget_state.apply(
+            logits, rows, call.idx_mapping, rows_np, call.input_ids, call.expanded_local_pos
+        )
+        return logits
+
+
+class ShapeB(Shape):
+    """vLLM 0.31.0, 0.32.0 and 0.33.0: ``vllm_config`` first, a processor chain."""
+
+    name = "B"
+    versions = ("0.31.0", "0.32.0", "0.33.0")
+    init_params = (
+        "self",
+        "vllm_config",
+        "max_num_reqs",
+        "vocab_size",
+        "device",
+        "req_states",
+        "logprobs_mode",
+        "num_speculative_tokens",
+        "use_fp64_gumbel",
+        "enable_trace_replay",
+        "return_sampling_mask",
+        "custom_logits_processors",
+    )
+    add_request_params = ("self", "req_idx", "sampling_params")
+    sample_params = SAMPLE_PARAMS_B
+
+    def _stage_expectations(self) -> tuple[Expectation, ...]:
+        sample = "vllm.v1.worker.gpu.sample"
+        stages = (
+            ("logit_bias", "LogitBiasState"),
+            ("penalties", "PenaltiesState"),
+            ("bad_words", "BadWordsState"),
+            ("thinking_budget", "ThinkingBudgetState"),
+        )
+        return tuple(
+            Expectation(
+                f"{sample}.{module}.{cls}.apply",
+                functools.partial(_attr, f"{sample}.{module}", cls, "apply"),
+                ("self", "logits", "ctx"),
+            )
+            for module, cls in stages
+        )
+
+    def processors(self, sampler: Any, logits: torch.Tensor, call: SampleCall) -> torch.Tensor:
+        ctx = call.context()
+        for proc in sampler.logits_processors:
+            logits = proc.apply(logits, ctx)
+        sampler.thinking_budget_state.apply(logits, ctx)
+        return logits
+
+
+SHAPES: tuple[Shape, ...] = (ShapeA(), ShapeB())
+
+
+def shape_for(version: str) -> Shape | None:
+    """The shape written for vLLM ``version`` (a release such as ``"0.30.0"``), if any."""
+    for shape in SHAPES:
+        if release(version) in shape.versions:
+            return shape
+    return None
+
+
+@functools.cache
+def current() -> Shape:
+    """The shape of the installed vLLM.
+
+    By version when the version is known; otherwise the shape whose signatures
+    the installed ``Sampler`` has. Raises ``RuntimeError`` when neither applies
+    (the start-up gate reports that case to users first, with the way out).
+    """
+    shape = shape_for(installed_vllm_version())
+    if shape is not None:
+        return shape
+    for candidate in SHAPES:
+        if not any(e.mismatch() for e in candidate.expected()[:3]):
+            return candidate
+    raise RuntimeError(
+        f"runner V2's Sampler of vLLM {installed_vllm_version()} has none of the shapes "
+        f"ead-vllm knows ({', '.join(f'{s.name}: {s.versions}' for s in SHAPES)})"
+    )

