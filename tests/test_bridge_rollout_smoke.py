@@ -8,8 +8,10 @@ single-turn executor with a reward function on the embedded toy model's task;
 the bridge's ``EADSamplesGenerator`` (OpenRLHF's ``SamplesGenerator`` code for
 everything but the dispatch) producing OpenRLHF ``Experience`` objects.
 Checked: the rollout log-probs are the annealed ones (a transformers oracle at
-``T * tau_t``), the positional actor reproduces them, and the dynamic budget
-gives unequal groups whose total is unchanged.
+``T * tau_t``, asked with ``logprobs=0``), the positional actor reproduces
+them, every sample carries its rollout instance from the engine, the dynamic
+budget gives unequal groups whose total is unchanged, and the swap check
+tells the bridge's engine handle from OpenRLHF's own.
 Not run (needs CUDA): DeepSpeed actor/reference workers, the reward/critic
 model workers, NCCL weight sync, the PPO update itself. CPU stub:
 ``flash_attn`` while OpenRLHF's training modules are imported
@@ -38,6 +40,7 @@ import_openrlhf_training()
 import ray  # noqa: E402
 from openrlhf.models import Actor  # noqa: E402
 from openrlhf.trainer.ppo_utils.experience import Experience  # noqa: E402
+from openrlhf.trainer.ray import vllm_engine  # noqa: E402
 from openrlhf.utils.config import hierarchize  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from vllm_engine_support import MAX_MODEL_LEN, engine_model_dir  # noqa: E402
@@ -48,6 +51,7 @@ from openrlhf_bridge.actor import PolicyTemperature, span_positions  # noqa: E40
 from openrlhf_bridge.experience import sample_keys  # noqa: E402
 from openrlhf_bridge.rollout import EADSamplesGenerator  # noqa: E402
 from openrlhf_bridge.state import BridgeState  # noqa: E402
+from openrlhf_bridge.swaps import ROLLOUT, BridgeSwapError, check_handles  # noqa: E402
 from openrlhf_bridge.vllm_engine import EADRolloutRayActor  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -201,6 +205,20 @@ def test_rollouts_become_experiences_with_annealed_logprobs(rollout, hf_model):
     print(f"max |vLLM - oracle| = {max(errors):.2e}; max |annealed - base| = {max(gaps):.2e}")
     assert max(errors) < 1e-3
     assert max(gaps) > 10 * max(errors)  # the schedule changed the distribution
+    # the engine echoed each request's rollout instance: BATCH instances, one per prompt
+    record = bridge.rollout
+    assert len(record.instances) == len(samples) and len(set(record.instances)) == BATCH
+
+
+def test_swap_check_on_real_ray_handles(engine):
+    check_handles(ROLLOUT, [engine])  # the bridge's engine actor
+    # OpenRLHF's own engine class; resources no node has, so it is never started
+    stock = vllm_engine.RolloutRayActor.options(num_cpus=0, resources={"absent": 1}).remote()
+    try:
+        with pytest.raises(BridgeSwapError, match="1 of 1 rollout engine"):
+            check_handles(ROLLOUT, [stock])
+    finally:
+        ray.kill(stock)
 
 
 def test_positional_actor_reproduces_the_rollout_logprobs(rollout, hf_model):
