@@ -48,6 +48,10 @@ def check_ead(cfg: EADConfig) -> None:
         f"--ead.growth must be a finite number >= 0, got {cfg.growth}",
     )
     require(cfg.d_max >= cfg.d0, f"--ead.d_max ({cfg.d_max}) must be >= --ead.d0 ({cfg.d0})")
+    require(  # the preset's units scale the decay by 20: it must stay a finite number
+        math.isfinite(cfg.exponent_scale * cfg.d_max),
+        f"--ead.d_max ({cfg.d_max}) is too large (the decay in tokens overflows)",
+    )
     require(cfg.warmup >= 0, f"--ead.warmup must be >= 0, got {cfg.warmup}")
     if cfg.tis_cap is not None:
         require(

@@ -176,6 +176,7 @@ BAD_VALUES = [
     (["--ead.d0", "inf", "--ead.d_max", "inf"], "--ead.d0 must be a finite number > 0"),
     (["--ead.growth", "-1"], "--ead.growth must be a finite number >= 0, got -1.0"),
     (["--ead.warmup", "-3"], "--ead.warmup must be >= 0, got -3"),
+    (["--ead.preset", "reference", "--ead.d_max", "1e308"], "--ead.d_max (1e+308) is too large"),
     (["--ead.tau_min", "abc"], "argument --ead.tau_min: invalid float value: 'abc'"),
     (["--ead.warmup", "1.5"], "argument --ead.warmup: invalid int value: '1.5'"),
 ]
