@@ -126,6 +126,7 @@ class _EADPPOTrainer(PPOTrainer.__ray_actor_class__):
         check_instance("rollout generator", self.samples_generator, EADSamplesGenerator)
         check_instance("experience maker", self.experience_maker, GroupedExperienceMaker)
         check_handles(ROLLOUT, list(self.vllm_engines or []))
+        # RayActorGroup keeps its handles in _actor_handlers (0.11.2 has no public accessor)
         check_handles(POLICY, self.actor_model_group._actor_handlers)
         if self.reference_model_group is not None:
             check_handles(REFERENCE, self.reference_model_group._actor_handlers)
