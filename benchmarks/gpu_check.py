@@ -99,13 +99,14 @@ def estimate_us(report: dict[str, Any], dtype: str, flags: str, kind: str, b: in
         n, skip, n * kernel_sass.DTYPE_BYTES[dtype] + b * n_blocks * 4
     )
     steps = report["visits"][kind]["race_steps_mean"]
+    slowest = report["visits"][kind]["race_steps_max"]
     loop_instr = race["main_loop"]["instructions"]
     prologue = race["total_instructions"] - loop_instr
     threads = 32 * race["num_warps"]
     t_race = kernel_sass.per_row_us(
         b,
         race["occupancy"]["ctas_per_sm"],
-        steps,
+        slowest,
         threads * (prologue + steps * loop_instr),
         prologue,
         loop_instr,

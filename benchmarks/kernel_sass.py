@@ -32,8 +32,10 @@ Method.
    larger of its issue time and its latency chain: waves of
    ``132 * CTAs per SM`` rows, each a prologue (one ``MEM_LATENCY_US`` for the
    partials and block maxima, loaded together, plus its instructions at one
-   per clock) and, per race step (mean measured steps), one dependent gather
-   (``MEM_LATENCY_US``) plus the loop's instructions at one per clock. Every
+   per clock) and, per race step, one dependent gather (``MEM_LATENCY_US``)
+   plus the loop's instructions at one per clock. A wave lasts as long as its
+   slowest row: the chain uses the most steps any measured row took (the
+   issue time uses the mean). Every
    kernel adds ``LAUNCH_US`` (the gap between dependent launches). The HBM
    floor is one read of the logits.
    The constants are estimates, not measurements; ``benchmarks/gpu_check.py``
@@ -95,7 +97,11 @@ def per_row_us(
     prologue_instr: float,
     step_instr: float,
 ) -> dict[str, float]:
-    """Latency-chain model of a one-program-per-row kernel (see the module docstring)."""
+    """Latency-chain model of a one-program-per-row kernel (see the module docstring).
+
+    ``steps``: race steps of the slowest row of a wave; ``issue_instr_per_row``:
+    mean thread instructions per row (all threads of its program).
+    """
     waves = math.ceil(batch / max(1, SMS * ctas_per_sm))
     prologue = MEM_LATENCY_US + prologue_instr / CLOCK_HZ * 1e6
     step = MEM_LATENCY_US + step_instr / CLOCK_HZ * 1e6
@@ -199,7 +205,7 @@ def report_current(arch: int, out_dir: Path, rows: int) -> dict[str, Any]:
                 t_race = per_row_us(
                     BATCH,
                     race["occupancy"]["ctas_per_sm"],
-                    vis["race_steps_mean"],
+                    vis["race_steps_max"],
                     per_row,
                     prologue_instr,
                     loop_instr,
@@ -218,6 +224,7 @@ def report_current(arch: int, out_dir: Path, rows: int) -> dict[str, Any]:
                         "race_elements_per_step": race_elems,
                         "visited_fraction": vis["visited_fraction"],
                         "race_steps_mean": vis["race_steps_mean"],
+                        "race_steps_max": vis["race_steps_max"],
                         "stream_kernel": t_stream,
                         "race_kernel": t_race,
                         "estimated_us": total,

@@ -10,11 +10,12 @@ block of 256 tokens ([B, ceil(V / 256)] floats, 0.4% of the logits' bytes).
 
 ``_ead_race_kernel`` (one program per row) merges the slices and runs the
 exponential race of ``noise.py`` exactly, using the whole row's block
-maxima: every race time of block b is at least ``M_b = Exp(g_b) / 256 >= w_b /
-256``, so ``(bmax_b - m) log2(e) / T + 8 - log2(w_b)`` bounds every race key
-of the block (log2 domain, no division). It visits blocks in decreasing order
-of that bound, ``RACE_BLOCKS`` at a time, re-reads their logits and computes
-their tokens' keys with the per-token hash; it stops when no unvisited
+maxima: every race time of block b is at least ``M_b = Exp(g_b) / 256``, so
+``(bmax_b - m) log2(e) / T - log2(M_b)`` bounds every race key of the block
+(log2 domain, no division; one hash and two logarithms per block). It
+visits blocks in decreasing order of that bound, ``RACE_BLOCKS`` at a
+time, re-reads their logits and computes their tokens' keys with the
+per-token hash; it stops when no unvisited
 block's bound reaches the best key found. On LLM-like logits that is one
 or two steps (the blocks of the few strong tokens); the per-token hash and
 logarithm never run on the rest of the row. The skip is exact: a skipped
@@ -49,11 +50,11 @@ from ead_vllm.kernels import noise
 NOISE_BLOCK = noise.NOISE_BLOCK
 TILE_BLOCKS = 16  # noise blocks per streaming tile: 4,096 logits, 32 per thread at 4 warps
 STREAM_WARPS = 4
-RACE_WARPS = 4  # for the [1024] block-bound vector; larger vectors get more warps
-RACE_BLOCKS = 4  # blocks the race kernel visits per step (1,024 logits)
+RACE_WARPS = 8
+RACE_BLOCKS = 8  # blocks the race kernel visits per step (2,048 logits, 8 per thread)
 MAX_SPLITS = 64  # slices per row, at most; the race kernel merges them in a [64] vector
 MIN_RACE_VECTOR = 1024  # block-bound vector of the race kernel: V <= 262,144 in one size
-MAX_RACE_VECTOR = 4096  # V <= 1,048,576; larger vocabularies go to the torch reference
+MAX_RACE_VECTOR = 2048  # V <= 524,288; larger vocabularies go to the torch reference
 MAX_VOCAB = MAX_RACE_VECTOR * NOISE_BLOCK
 
 # noise.py constants, as compile-time constants of the kernels.
@@ -261,14 +262,14 @@ def _ead_race_kernel(
     # NaN or +inf anywhere makes some z (hence big_z) NaN; all -inf leaves m = -inf.
     good = (big_z == big_z) & (m > _NEG_INF) & (m < float("inf"))
 
-    # Block bounds: every race time of block b is >= M_b >= w_b / 256, so
-    # key_i = (x_i - m) log2(e) / T - log2(E_i) <= (bmax_b - m) * scale + 8 - log2(w_b).
+    # Block bounds: every race time of block b is >= M_b = Exp(g_b) / 256, so
+    # key_i = (x_i - m) log2(e) / T - log2(E_i) <= (bmax_b - m) * scale - log2(M_b).
     key = _row_key(tl.load(seed_ptr + row), tl.load(pos_ptr + row))
     block_key = _mix32(key ^ _BLOCK_SALT)
     b = tl.arange(0, NBLK)
     bmax = tl.load(bmax_ptr + row.to(tl.int64) * n_blocks + b, mask=b < n_blocks, other=_NEG_INF)
     g = _mix32(block_key ^ (b.to(tl.uint32) * _TOKEN_MULT))
-    bound = (bmax - m) * scale + (_NB_LOG2 - tl.log(_uniform(g)) * _LOG2E)
+    bound = (bmax - m) * scale + (_NB_LOG2 - tl.log(_race_time(_uniform(g))) * _LOG2E)
     bound = tl.where(good, tl.where(bmax > _NEG_INF, bound, _NEG_INF), _NEG_INF)
 
     k = tl.arange(0, RACE_BLOCKS)
@@ -352,10 +353,12 @@ def split_config(vocab: int, max_splits: int = MAX_SPLITS) -> SplitConfig:
 
 
 def race_warps(race_vector: int) -> int:
-    """Warps of the race kernel: 8 block bounds per thread up to 2048 blocks, 16 above.
+    """Warps of the race kernel (8 for every block-vector size).
 
-    (16 warps would cap ptxas at 64 registers and spill.)"""
-    return RACE_WARPS if race_vector <= 1024 else 2 * RACE_WARPS
+    8 warps: a race step's [RACE_BLOCKS, 256] tile is 8 logits per thread. A
+    [4096] vector (V > 2**19) needs more than 128 registers at 8 warps and
+    spills at 16 (ptxas caps those at 64), hence ``MAX_RACE_VECTOR``."""
+    return RACE_WARPS
 
 
 class Workspace(NamedTuple):
@@ -450,7 +453,7 @@ def ead_sample_triton(
     ``base_temperature`` fp32 [B], all on the logits' device. Returns
     (token_ids, logprobs, base_logprobs or None, entropy or None).
     ``max_splits`` exists for tests (several tiles per program at small V).
-    Vocabularies above ``MAX_VOCAB`` (2**20) use the torch reference.
+    Vocabularies above ``MAX_VOCAB`` (2**19) use the torch reference.
     """
     if logits.shape[1] > MAX_VOCAB:
         from ead_vllm.kernels.reference import ead_sample_reference
@@ -635,4 +638,4 @@ def compile_variants(
 
 
 # One vocabulary per block-vector size the race kernel can be compiled for.
-RACE_VECTOR_VOCABS = {1024: 151936, 2048: 2048 * NOISE_BLOCK, 4096: MAX_VOCAB}
+RACE_VECTOR_VOCABS = {1024: 151936, 2048: MAX_VOCAB}

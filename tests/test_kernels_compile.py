@@ -12,8 +12,8 @@ Bounds, from occupancy (65,536 registers and 64 warps per SM, 4-warp CTAs):
 * streaming kernel <= 80 registers: >= 6 resident CTAs per SM, i.e. >= 48 KB
   of logits in flight per SM for bf16 (8 KB per CTA per tile), above the
   ~29 KB Little's law asks at 4.8 TB/s / 132 SMs x ~0.8 us load latency;
-* race kernel <= 128 registers: >= 4 CTAs per SM, so 528 rows run at once
-  (a B = 256 batch in one wave);
+* race kernel (8 warps) <= 128 registers: >= 2 CTAs per SM, so 264 rows run
+  at once (a B = 256 batch in one wave);
 * no local memory at all (a spill on the hot loop costs a memory round trip).
 """
 
@@ -79,7 +79,7 @@ def test_sm90_is_supported_and_every_variant_compiled(matrix):
             for ent in (0, 1):
                 assert f"stream_{dt}_base{base}_ent{ent}" in names
         assert f"race_{dt}_nblk1024" in names
-    assert {"race_fp32_nblk2048", "race_fp32_nblk4096"} <= names
+    assert "race_fp32_nblk2048" in names
 
 
 def test_no_compile_errors(matrix):
