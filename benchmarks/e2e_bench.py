@@ -3,12 +3,24 @@
 Modes (each in its own engine process, same random-weight model with a
 Qwen-size vocabulary so that sampling cost is visible):
 
-* ``stock``: vLLM's own sampler at temperature 1;
-* ``ead-sampler``: ``additional_config={"sampler": "ead"}``, every request EAD;
+* ``stock``: vLLM's own sampler, on the same requests without ``ead_*`` keys;
+* ``ead-sampler``: ``additional_config={"sampler": "ead"}``;
 * ``ead-lp``: the no-fork logits processor (runner V1) with vLLM's sampler;
 * ``reference-lp``: a per-row Python logits processor written like the EAD
   authors' reference implementation (one Python call per row and step that
   divides the row's logits by its temperature), with vLLM's sampler.
+
+Scenarios (``--scenarios``; the request mix, identical in every mode except
+that ``stock`` drops the ``ead_*`` keys):
+
+* ``ead``: every request EAD at temperature 1;
+* ``mixed``: half EAD, a quarter min_p 0.05, a quarter top-p 0.9 (serving traffic);
+* ``ead-top-p``: every request EAD with top-p 0.95;
+* ``rl``: the RL rollout configuration: every request EAD, ``logprobs=0``
+  (the sampled token's processed log-prob only).
+
+``--sampler-share`` also times the sampler call inside each engine (in-process
+engines only) and reports its share of the decode wall time.
 
 For each batch size, all sequences are submitted at once and decode
 ``--new-tokens`` tokens each (``ignore_eos``). Modes run one after the other,
@@ -19,6 +31,14 @@ measurement to ``--out`` (JSON). A benchmark, not a test: numbers depend on
 the machine and on whatever else runs on it.
 
     python benchmarks/e2e_bench.py --out benchmarks/e2e_bench.json
+    # issue 11's set: the four scenarios against stock at 256 sequences
+    python benchmarks/e2e_bench.py --modes stock ead-sampler --scenarios ead mixed ead-top-p rl \
+        --batch-sizes 256 --out benchmarks/results/e2e_scenarios.json
+    # a realistic CPU-serving size: Qwen2.5-0.5B's width, depth, MLP and vocabulary
+    # (heads of 64 with as many KV heads as query heads: the toy builder's layout)
+    python benchmarks/e2e_bench.py --modes stock ead-sampler --scenarios ead mixed rl \
+        --hidden-size 896 --num-layers 24 --intermediate-size 4864 --batch-sizes 32 \
+        --new-tokens 32 --rounds 1 --sampler-share --out benchmarks/results/e2e_qwen05b.json
 """
 
 from __future__ import annotations
@@ -36,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 MODES = ("stock", "ead-sampler", "ead-lp", "reference-lp")
+SCENARIOS = ("ead", "mixed", "ead-top-p", "rl")
 EAD_ARGS = {"ead_tau_max": 1.2, "ead_tau_min": 0.1, "ead_decay": 500.0, "ead_warmup": 10}
 
 
@@ -85,47 +106,91 @@ def engine_kwargs(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+def scenario_params(scenario: str, index: int, with_ead: bool, new_tokens: int) -> Any:
+    """The ``SamplingParams`` of request ``index`` of ``scenario`` (``with_ead=False``: stock)."""
+    from vllm import SamplingParams
+
+    extra = dict(EAD_ARGS) if with_ead else None
+    kwargs: dict[str, Any] = dict(temperature=1.0, max_tokens=new_tokens, ignore_eos=True)
+    if scenario == "mixed":
+        kind = index % 4
+        if kind == 2:
+            return SamplingParams(min_p=0.05, **kwargs)
+        if kind == 3:
+            return SamplingParams(top_p=0.9, **kwargs)
+        return SamplingParams(extra_args=extra, **kwargs)
+    if scenario == "ead-top-p":
+        return SamplingParams(top_p=0.95, extra_args=extra, **kwargs)
+    if scenario == "rl":
+        return SamplingParams(logprobs=0, extra_args=extra, **kwargs)
+    return SamplingParams(extra_args=extra, **kwargs)
+
+
+class SamplerTimer:
+    """Accumulates the wall time of the runner's sampler calls (in-process engine)."""
+
+    def __init__(self, llm: Any) -> None:
+        runner = llm.llm_engine.model_executor.driver_worker.worker.model_runner
+        self.seconds = 0.0
+        sampler = runner.sampler
+        forward = sampler.forward
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        sampler.forward = timed
+
+
 def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Start one engine for ``mode`` and time every batch size (runs in a child process)."""
+    """Start one engine for ``mode`` and time every scenario and batch size (in a child process)."""
     import random
 
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
     t0 = time.perf_counter()
     llm = LLM(args.model, **engine_kwargs(mode, args))
     startup = time.perf_counter() - t0
+    timer = SamplerTimer(llm) if args.sampler_share else None
     rng = random.Random(0)
-    extra = None if mode == "stock" else dict(EAD_ARGS)
 
-    def requests(n: int, new_tokens: int) -> tuple[list[Any], list[Any]]:
+    def requests(scenario: str, n: int, new_tokens: int) -> tuple[list[Any], list[Any]]:
         prompts = [
             {"prompt_token_ids": [rng.randrange(4, 260) for _ in range(args.prompt_len)]}
             for _ in range(n)
         ]
-        logprobs = 0 if args.logprobs else None
-        params = [
-            SamplingParams(
-                temperature=1.0,
-                max_tokens=new_tokens,
-                ignore_eos=True,
-                logprobs=logprobs,
-                extra_args=extra,
-            )
-            for _ in range(n)
-        ]
+        params = [scenario_params(scenario, i, mode != "stock", new_tokens) for i in range(n)]
+        if args.logprobs:
+            for p in params:
+                p.logprobs = 0
         return prompts, params
 
-    llm.generate(*requests(8, 8), use_tqdm=False)  # warm-up (compilation, caches)
+    for scenario in args.scenarios:  # warm-up: compilation (log-prob ranks too), caches
+        llm.generate(*requests(scenario, 8, 8), use_tqdm=False)
     results = []
-    for batch in args.batch_sizes:
-        prompts, params = requests(batch, args.new_tokens)
-        t1 = time.perf_counter()
-        outputs = llm.generate(prompts, params, use_tqdm=False)
-        elapsed = time.perf_counter() - t1
-        tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
-        results.append(
-            {"batch": batch, "tokens": tokens, "seconds": elapsed, "tokens_per_s": tokens / elapsed}
-        )
+    for scenario in args.scenarios:
+        for batch in args.batch_sizes:
+            prompts, params = requests(scenario, batch, args.new_tokens)
+            if timer is not None:
+                timer.seconds = 0.0
+            t1 = time.perf_counter()
+            outputs = llm.generate(prompts, params, use_tqdm=False)
+            elapsed = time.perf_counter() - t1
+            tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+            row = {
+                "scenario": scenario,
+                "batch": batch,
+                "tokens": tokens,
+                "seconds": elapsed,
+                "tokens_per_s": tokens / elapsed,
+            }
+            if timer is not None:
+                row["sampler_seconds"] = timer.seconds
+                row["sampler_share"] = timer.seconds / elapsed
+            results.append(row)
     return {"mode": mode, "startup_s": startup, "results": results}
 
 
@@ -148,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["ead"])
+    parser.add_argument("--num-layers", type=int, default=2)
+    parser.add_argument("--intermediate-size", type=int, default=None)
+    parser.add_argument("--sampler-share", action="store_true", help="time the sampler calls")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of all modes")
     parser.add_argument("--logprobs", action="store_true", help="request the sampled log-prob")
     parser.add_argument("--out", default="benchmarks/e2e_bench.json")
@@ -168,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                 Path(tmp.name) / "model",
                 vocab_size=args.vocab_size,
                 hidden_size=args.hidden_size,
+                num_layers=args.num_layers,
+                intermediate_size=args.intermediate_size,
                 max_position_embeddings=args.prompt_len + args.new_tokens + 64,
             )
         )
@@ -179,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--batch-sizes", *map(str, args.batch_sizes)]
             cmd += ["--new-tokens", str(args.new_tokens), "--prompt-len", str(args.prompt_len)]
             cmd += ["--logprobs"] if args.logprobs else []
+            cmd += ["--sampler-share"] if args.sampler_share else []
+            cmd += ["--scenarios", *args.scenarios]
             proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
@@ -187,31 +260,50 @@ def main(argv: list[str] | None = None) -> int:
             run = json.loads(lines[-1][len("RESULT ") :])
             runs[mode].append(run)
             for r in run["results"]:
+                share = f", sampler {r['sampler_share']:.0%}" if "sampler_share" in r else ""
                 print(
-                    f"round {round_} {mode:>13} batch {r['batch']:>4}: "
-                    f"{r['tokens_per_s']:8.1f} output tok/s",
+                    f"round {round_} {mode:>13} {r['scenario']:>9} batch {r['batch']:>4}: "
+                    f"{r['tokens_per_s']:8.1f} output tok/s{share}",
                     flush=True,
                 )
     load.append(os.getloadavg())
 
-    def best(mode: str, batch: int) -> float:
-        return max(
-            r["tokens_per_s"] for run in runs[mode] for r in run["results"] if r["batch"] == batch
-        )
+    def best(mode: str, scenario: str, batch: int) -> dict[str, Any]:
+        rows = [
+            r
+            for run in runs[mode]
+            for r in run["results"]
+            if r["batch"] == batch and r["scenario"] == scenario
+        ]
+        return max(rows, key=lambda r: r["tokens_per_s"])
 
     table = []
-    for batch in args.batch_sizes:
-        stock = best("stock", batch) if "stock" in runs else None
-        for mode in runs:
-            tps = best(mode, batch)
-            ratio = tps / stock if stock else None
-            table.append(
-                {"batch": batch, "mode": mode, "tokens_per_s": tps, "ratio_to_stock": ratio}
-            )
-    print(f"\n{'batch':>5} {'mode':>13} {'tok/s':>9} {'x stock':>8}")
+    for scenario in args.scenarios:
+        for batch in args.batch_sizes:
+            stock = best("stock", scenario, batch)["tokens_per_s"] if "stock" in runs else None
+            for mode in runs:
+                if mode in ("ead-lp", "reference-lp") and scenario != "ead":
+                    continue
+                row = best(mode, scenario, batch)
+                tps = row["tokens_per_s"]
+                entry = {
+                    "scenario": scenario,
+                    "batch": batch,
+                    "mode": mode,
+                    "tokens_per_s": tps,
+                    "ratio_to_stock": tps / stock if stock else None,
+                }
+                if "sampler_share" in row:
+                    entry["sampler_share"] = row["sampler_share"]
+                table.append(entry)
+    print(f"\n{'scenario':>9} {'batch':>5} {'mode':>13} {'tok/s':>9} {'x stock':>8} {'sampler':>8}")
     for row in table:
         ratio = f"{row['ratio_to_stock']:.2f}" if row["ratio_to_stock"] is not None else "-"
-        print(f"{row['batch']:>5} {row['mode']:>13} {row['tokens_per_s']:9.1f} {ratio:>8}")
+        share = f"{row['sampler_share']:.0%}" if "sampler_share" in row else "-"
+        print(
+            f"{row['scenario']:>9} {row['batch']:>5} {row['mode']:>13} "
+            f"{row['tokens_per_s']:9.1f} {ratio:>8} {share:>8}"
+        )
 
     report = {
         "settings": {
@@ -224,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                 "prompt_len",
                 "logprobs",
                 "rounds",
+                "scenarios",
+                "num_layers",
             )
         },
         "machine": {

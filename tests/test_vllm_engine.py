@@ -81,6 +81,10 @@ def test_engine_runs_the_ead_sampler(llm):
     runner = model_runner(llm)
     assert isinstance(runner.sampler, EADSamplerV1)
     assert runner.sampler.ead_state in list(runner.input_batch.logitsprocs.all)
+    # the CPU kernel was compiled (or loaded from numba's cache) at start-up
+    from ead_vllm.kernels.api import _prepare_cpu
+
+    assert _prepare_cpu.cache_info().currsize == 1
 
 
 def test_logprob_oracle_mixed_batch(llm, oracle, kernel_calls):

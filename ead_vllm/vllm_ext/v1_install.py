@@ -33,6 +33,13 @@ def install_v1_sampler(runner: Any) -> None:
     runner.sampler = EADSamplerV1(
         state, logprobs_mode=stock.logprobs_mode, use_fp64_gumbel=stock.use_fp64_gumbel
     )
+    # compile the kernel at start-up, not on the first EAD request (runner V1
+    # hands the sampler float32 logits whatever the model's dtype)
+    import torch
+
+    import ead_vllm.kernels as ead_kernels
+
+    ead_kernels.prepare(runner.device, torch.float32, runner.input_batch.vocab_size)
 
 
 def patch_v1_runner(module: ModuleType) -> None:

@@ -42,6 +42,14 @@ def patch_v2_runner(module: ModuleType) -> None:
                 f"the EAD sampler cannot replace {type(self.sampler).__name__} "
                 "(watermarking or a model-specific sampler is configured)"
             )
+        if self.sampler is not None:
+            # compile the kernel variants now, not on the first EAD request (the
+            # EAD route hands the kernel a float32 copy of the logits)
+            import torch
+
+            import ead_vllm.kernels as ead_kernels
+
+            ead_kernels.prepare(self.device, torch.float32, self.vocab_size)
         return result
 
     load_model._ead_patched = True  # type: ignore[attr-defined]
