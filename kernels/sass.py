@@ -134,7 +134,10 @@ def _field(usage: str, name: str) -> int:
 
 def arch_supported(arch: int) -> bool:
     """Whether the bundled ptxas builds sm_<arch> (tries a trivial PTX module)."""
-    ptx = f".version 8.0\n.target sm_{arch}\n.address_size 64\n.visible .entry k() {{ ret; }}\n"
+    version = "8.0" if arch < 100 else "8.6"  # sm_100 needs PTX ISA 8.6
+    ptx = (
+        f".version {version}\n.target sm_{arch}\n.address_size 64\n.visible .entry k() {{ ret; }}\n"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "k.ptx"
         src.write_text(ptx)

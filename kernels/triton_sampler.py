@@ -283,8 +283,8 @@ def _ead_race_kernel(
         pick = tl.zeros((RACE_BLOCKS,), tl.int32)
         ok = tl.zeros((RACE_BLOCKS,), tl.int32)
         for i in tl.static_range(RACE_BLOCKS):
-            top = tl.max(bound, axis=0)
-            arg = tl.argmax(bound, axis=0, tie_break_left=True).to(tl.int32)
+            top, arg = tl.max(bound, axis=0, return_indices=True)  # one reduction for both
+            arg = arg.to(tl.int32)
             pick = tl.where(k == i, arg, pick)
             ok = tl.where(k == i, (top > thr).to(tl.int32), ok)
             bound = tl.where(b == arg, _NEG_INF, bound)
