@@ -33,6 +33,7 @@ PROMPTS = [p.prompt for p in problems(8, seed=3)]
 
 
 SERVER_PIDS: dict[str, int] = {}
+SERVER_LOGS: dict[str, Path] = {}
 
 
 def _free_port() -> int:
@@ -45,7 +46,8 @@ def _free_port() -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    # as a new user starts it: no KV-cache size, no memory share, no dtype
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
     cmd = [
         str(Path(sys.executable).parent / "ead-vllm"),
         "serve",
@@ -75,6 +77,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.fail(f"server did not come up:\n{log.read_text()[-4000:]}")
         time.sleep(1)
     SERVER_PIDS[base] = proc.pid
+    SERVER_LOGS[base] = log
     yield base
     proc.terminate()
     try:
@@ -94,6 +97,16 @@ def complete(client: openai.OpenAI, prompt: str, **kw: Any) -> Any:
 
 def test_binds_loopback_and_serves_the_toy_model(client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list().data] == [MODEL]
+
+
+def test_first_run_sizes_the_kv_cache_and_keeps_the_checkpoint_dtype(server: str) -> None:
+    """Started without VLLM_CPU_KVCACHE_SPACE / --gpu-memory-utilization / --dtype."""
+    log = SERVER_LOGS[server].read_text()
+    # toy: 2 layers x 2 KV heads x head 64 x K and V x 4 bytes = 2 KiB per token;
+    # 64 sequences x 128 tokens = 16 MiB, far below half of any machine's free memory
+    assert "ead-vllm serve: KV cache 16 MiB (sized for the model and its context" in log
+    assert "dtype=torch.float32" in log
+    assert "dtype=torch.bfloat16" not in log
 
 
 def test_ead_object_and_xargs_give_the_same_seeded_samples(client: openai.OpenAI) -> None:

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import LogitsProcessors  # noqa: E402
 from vllm.v1.worker.gpu_input_batch import CachedRequestState, InputBatch  # noqa: E402
+from vllm_engine_support import make_input_batch  # noqa: E402
 
 from ead_vllm.params import EADParams  # noqa: E402
 from ead_vllm.vllm_ext.request_state import make_row, request_seed  # noqa: E402
@@ -38,7 +39,7 @@ def fake_vllm_config(seed: int | None = 0) -> SimpleNamespace:
 
 def new_batch() -> tuple[InputBatch, EADBatchState]:
     state = EADBatchState(fake_vllm_config(), torch.device("cpu"), False)
-    batch = InputBatch(
+    batch = make_input_batch(  # vLLM's InputBatch (0.29-0.31 take kernel_block_sizes too)
         max_num_reqs=MAX_REQS,
         max_model_len=256,
         max_num_batched_tokens=512,

@@ -46,9 +46,17 @@ def stock(model_dir):
     return result
 
 
-def test_inactive_plugin_is_stock(model_dir, stock):
+def test_inactive_plugin_is_stock(model_dir, stock, monkeypatch):
     from vllm.v1.sample.sampler import Sampler
 
+    from ead_vllm.vllm_ext.seams import gate
+
+    def gate_ran(*args, **kwargs):
+        raise AssertionError("the version/seam gate ran without sampler='ead'")
+
+    # nothing is checked either: an inactive plugin passes any vLLM through
+    monkeypatch.setattr(gate, "check_vllm", gate_ran)
+    monkeypatch.setattr(gate, "installed_vllm_version", lambda: "0.1.0")
     llm = make_llm(model_dir)
     try:
         runner = model_runner(llm)

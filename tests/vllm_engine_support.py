@@ -83,6 +83,21 @@ def model_runner(llm: Any) -> Any:
     return llm.llm_engine.model_executor.driver_worker.worker.model_runner
 
 
+def make_input_batch(**kwargs: Any) -> Any:
+    """Runner V1's ``InputBatch`` built with ``kwargs``, on any supported vLLM.
+
+    vLLM 0.29-0.31 also require ``kernel_block_sizes`` (the attention kernel's block
+    size per KV-cache group); the same as ``block_sizes`` for these tests' caches.
+    """
+    import inspect
+
+    from vllm.v1.worker.gpu_input_batch import InputBatch
+
+    if "kernel_block_sizes" in inspect.signature(InputBatch.__init__).parameters:
+        kwargs.setdefault("kernel_block_sizes", list(kwargs["block_sizes"]))
+    return InputBatch(**kwargs)
+
+
 class _CpuUvaBuffer:
     """A UVA buffer on a CPU-only machine: the host tensor is its own device view.
 
