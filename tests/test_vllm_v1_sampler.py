@@ -25,7 +25,8 @@ from vllm.v1.sample.logits_processor import (  # noqa: E402
     build_logitsprocs,
 )
 from vllm.v1.sample.sampler import Sampler  # noqa: E402
-from vllm.v1.worker.gpu_input_batch import CachedRequestState, InputBatch  # noqa: E402
+from vllm.v1.worker.gpu_input_batch import CachedRequestState  # noqa: E402
+from vllm_engine_support import make_input_batch  # noqa: E402
 
 from ead_vllm.params import EADParams  # noqa: E402
 from ead_vllm.vllm_ext.v1_batch_state import EADBatchState  # noqa: E402
@@ -102,7 +103,7 @@ def build(
                 False,
             ),
         )
-    batch = InputBatch(
+    batch = make_input_batch(  # vLLM's InputBatch (0.29-0.31 take kernel_block_sizes too)
         max_num_reqs=16,
         max_model_len=128,
         max_num_batched_tokens=256,

@@ -27,6 +27,7 @@ from vllm import SamplingParams  # noqa: E402
 from vllm.exceptions import VLLMValidationError  # noqa: E402
 
 from ead_vllm.params import EADParams  # noqa: E402
+from ead_vllm.vllm_ext.seams import v2_sampler as v2_seam  # noqa: E402
 
 EAD = {"ead_tau_max": 1.5, "ead_tau_min": 0.3, "ead_decay": 8.0, "ead_warmup": 1}
 SCHEDULE = EADParams(tau_max=1.5, tau_min=0.3, decay=8.0, warmup=1)
@@ -37,15 +38,15 @@ MAX_REQS = 8
 def v2(tmp_path_factory):
     """vLLM's V2 request state and our V2 sampler, on CPU."""
     mp = pytest.MonkeyPatch()
-    import vllm.v1.worker.gpu.buffer_utils as buffer_utils
-
-    # CPU has no pinned memory: use vLLM's explicit-copy buffers
-    mp.setattr(buffer_utils, "is_uva_available", lambda: False)
     from vllm.engine.arg_utils import EngineArgs
     from vllm.v1.worker.gpu.states import RequestState
-    from vllm_engine_support import engine_model_dir
+    from vllm_engine_support import cpu_v2_buffers, engine_model_dir
 
     from ead_vllm.vllm_ext.v2_sampler import EADSamplerV2
+
+    # CPU has no pinned memory: vLLM's explicit-copy buffers (a CPU stand-in on 0.29)
+    cpu_v2_buffers(mp)
+    shape = v2_seam.current()  # this vLLM's Sampler signatures (0.29/0.30 differ)
 
     model = engine_model_dir(tmp_path_factory.mktemp("v2-model"))
     config = EngineArgs(model=str(model), dtype="float32", max_model_len=128).create_engine_config()
@@ -60,17 +61,18 @@ def v2(tmp_path_factory):
             vocab_size=vocab,
             device=torch.device("cpu"),
         )
-        sampler = sampler_cls(
-            vllm_config=config,
+        kwargs = dict(
+            vllm_config=config,  # not a parameter before vLLM 0.31
             max_num_reqs=MAX_REQS,
             vocab_size=vocab,
             device=torch.device("cpu"),
             req_states=states,
             logprobs_mode=logprobs_mode,
         )
+        sampler = sampler_cls(**{k: v for k, v in kwargs.items() if k in shape.init_params})
         return states, sampler
 
-    yield SimpleNamespace(make=make, vocab=vocab, config=config)
+    yield SimpleNamespace(make=make, vocab=vocab, config=config, shape=shape)
     mp.undo()
 
 
@@ -83,7 +85,8 @@ def add(states, sampler, req_id: str, prompt_len: int, params: SamplingParams) -
         max_tokens=64,
     )
     slot = states.req_id_to_index[req_id]
-    sampler.add_request(slot, params)
+    # as this vLLM's runner V2 calls it (0.29/0.30 also pass prompt_len)
+    v2_seam.current().call_add_request(sampler, slot, prompt_len, params)
     return slot
 
 
@@ -93,7 +96,8 @@ def flush(states, sampler) -> None:
 
 
 def context(slots: list[int], pos: list[int], vocab: int):
-    from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext
+    # vLLM's LogitsContext from 0.31 on, a same-field stand-in on 0.29/0.30
+    from ead_vllm.vllm_ext.seams.v2_logits_processor import LogitsContext
 
     rows = torch.tensor(slots, dtype=torch.int32)
     n = len(slots)
@@ -115,7 +119,8 @@ def test_processor_divides_ead_rows_by_tau_at_t(v2):
     slot_c = add(states, sampler, "c", 4, SamplingParams(temperature=0.0, extra_args=EAD))
     slot_d = add(states, sampler, "d", 2, SamplingParams(temperature=0.9, extra_args=EAD))
     flush(states, sampler)
-    assert sampler.ead not in sampler.logits_processors  # the sampler applies EAD itself
+    # the sampler applies EAD itself (vLLM 0.29/0.30 have no processor chain at all)
+    assert sampler.ead not in getattr(sampler, "logits_processors", ())
     assert sampler.ead.is_ead.np[[slot_a, slot_b, slot_c, slot_d]].tolist() == [1, 0, 0, 1]
     # "a" is decoding its 8th token (pos of the fed token = prompt 5 + 7 - 1);
     # "d" has three rows at consecutive positions, as with draft tokens
@@ -164,17 +169,7 @@ def test_fused_route_samples_with_the_kernel(v2, monkeypatch, backend):
         return real(x, **kwargs)
 
     monkeypatch.setattr(ead_kernels, "ead_sample", spy)
-    sampled, processed = sampler.sample(
-        logits.clone(),
-        ctx.expanded_idx_mapping,
-        ctx.idx_mapping,
-        ctx.idx_mapping_np,
-        ctx.pos,
-        ctx.input_ids,
-        ctx.expanded_local_pos,
-        ctx.seq_lens_upper_bound_np,
-        return_logprobs=True,
-    )
+    sampled, processed = v2.shape.call_sample(sampler, logits.clone(), ctx, return_logprobs=True)
     (call,) = calls
     assert call["backend"] == backend
     assert call["positions"].tolist() == [6, 0]
@@ -237,17 +232,8 @@ def torch_stages(monkeypatch):
 
 def run_sample(sampler, slots, pos, logits, vocab, return_logprobs=True):
     ctx = context(slots, pos, vocab)
-    return sampler.sample(
-        logits.clone(),
-        ctx.expanded_idx_mapping,
-        ctx.idx_mapping,
-        ctx.idx_mapping_np,
-        ctx.pos,
-        ctx.input_ids,
-        ctx.expanded_local_pos,
-        ctx.seq_lens_upper_bound_np,
-        return_logprobs=return_logprobs,
-    )
+    # as this vLLM's Sampler.__call__ calls it (0.29/0.30: no seq_lens_upper_bound_np)
+    return v2_seam.current().call_sample(sampler, logits.clone(), ctx, return_logprobs)
 
 
 MIXED = [
@@ -336,6 +322,8 @@ def fake_runner_module(sampler_name_result=None):
         def __init__(self, sampler_config):
             self.vllm_config = sampler_config
             self.sampler = None
+            self.device = torch.device("cpu")
+            self.vocab_size = 64
 
         def load_model(self):
             self.sampler = sampler_name_result() if sampler_name_result else module.Sampler(x=1)

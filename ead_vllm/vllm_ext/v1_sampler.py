@@ -91,7 +91,7 @@ def _min_p_processor(metadata: SamplingMetadata) -> MinPLogitsProcessor | None:
 
 
 def _rows_of(t: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
-    return None if t is None else t.index_select(0, index)
+    return None if t is None else t[index]
 
 
 @dataclasses.dataclass(slots=True)
@@ -185,7 +185,7 @@ class EADSamplerV1(Sampler):
             mask = np.ones(batch, dtype=bool)
             mask[view.index] = False
             r_index = torch.from_numpy(np.flatnonzero(mask)).to(device)
-            r_min_p = None if min_p is None else min_p.min_p[:, 0].index_select(0, r_index)
+            r_min_p = None if min_p is None else min_p.min_p[:, 0][r_index]
             r_sampled, r_processed = sample_stock_rows(self, logits, metadata, r_index, r_min_p)
             sampled[r_index] = r_sampled
 
@@ -219,20 +219,22 @@ class EADSamplerV1(Sampler):
         batch, device = logits.shape[0], logits.device
         index = torch.from_numpy(view.index).to(device)
         whole = len(view.index) == batch
-        # the kernel reads the EAD rows only; a copy when other rows share the batch
-        e_logits = logits if whole else logits.index_select(0, index)
-        base = temperature if whole else temperature.index_select(0, index)
+        # the kernel reads the EAD rows only; a copy when other rows share the batch.
+        # Row gathers here use x[rows]: on this CPU, torch's index_select of a
+        # [256, 151936] fp32 tensor took 0.5-1.5 s against 0.17 s for x[rows].
+        e_logits = logits if whole else logits[index]
+        base = temperature if whole else temperature[index]
         schedule = view.schedule(device)
         if view.needs_mask.any():
             m = torch.from_numpy(np.flatnonzero(view.needs_mask)).to(device)
-            m_rows = index.index_select(0, m)
-            tau = ead_tau(**schedule).index_select(0, m)
+            m_rows = index[m]
+            tau = ead_tau(**schedule)[m]
             e_logits[m] = mask_ead_rows_(
-                e_logits.index_select(0, m),
-                base.index_select(0, m) * tau,
+                e_logits[m],
+                base[m] * tau,
                 top_k=_rows_of(metadata.top_k, m_rows),
                 top_p=_rows_of(metadata.top_p, m_rows),
-                min_p=None if min_p is None else min_p.min_p[:, 0].index_select(0, m_rows),
+                min_p=None if min_p is None else min_p.min_p[:, 0][m_rows],
             )
         out = ead_kernels.ead_sample(
             e_logits,

@@ -112,8 +112,24 @@ def draw_stock_noise(sampler: Sampler, metadata: SamplingMetadata, logits: torch
         _exponential_noise(
             sampler, metadata, logits.new_empty(logits.shape, dtype=torch.float32), []
         )
-    # "full": the draw lives inside a compiled graph (or a library sampler);
-    # later unseeded rows get other, equally distributed noise than stock's
+    elif _cpu_draws_full_exponential(sampler, metadata):
+        # vLLM's CPU sampler with seeded rows (0.29-0.31) or fp64 noise (every
+        # version) skips its compiled graph and draws a [B, V] exponential from the
+        # global generator whatever the seeded share; EAD rows' own generators stay
+        # untouched, as everywhere
+        topk_topp = sampler.topk_topp_sampler
+        like = logits.new_empty(logits.shape, dtype=torch.float32)
+        empty_exponential_noise_like(like, topk_topp.use_fp64_gumbel).exponential_()
+    # otherwise "full": the draw lives inside a compiled graph (or a library
+    # sampler); later unseeded rows get other, equally distributed noise than stock's
+
+
+def _cpu_draws_full_exponential(sampler: Sampler, metadata: SamplingMetadata) -> bool:
+    topk_topp = sampler.topk_topp_sampler
+    forward = getattr(topk_topp.forward, "__func__", None)
+    return forward is TopKTopPSampler.forward_cpu and bool(
+        metadata.generators or topk_topp.use_fp64_gumbel
+    )
 
 
 def sample_stock_rows(
@@ -137,20 +153,20 @@ def sample_stock_rows(
     route = noise_route(sampler)
     if route == "full":
         sampled, processed = sampler.sample(logits, metadata)
-        keep = processed.index_select(0, rows) if processed is not None else None
-        return sampled.index_select(0, rows).long(), keep
+        keep = processed[rows] if processed is not None else None
+        return sampled[rows].long(), keep
 
     batch_size = logits.shape[0]
     rows_list = rows.tolist()
-    sub = logits.index_select(0, rows)
-    temperature = metadata.temperature.index_select(0, rows)
+    sub = logits[rows]
+    temperature = metadata.temperature[rows]
     greedy = None if metadata.all_random else sampler.greedy_sample(sub)
     sub = sampler.apply_temperature(sub, temperature, metadata.all_random)
     if min_p is not None:
         min_p_mask_(sub, min_p)
     topk_topp = sampler.topk_topp_sampler
-    top_k = None if metadata.top_k is None else metadata.top_k.index_select(0, rows)
-    top_p = None if metadata.top_p is None else metadata.top_p.index_select(0, rows)
+    top_k = None if metadata.top_k is None else metadata.top_k[rows]
+    top_p = None if metadata.top_p is None else metadata.top_p[rows]
     sub = apply_top_k_top_p(sub, top_k, top_p)
     processed = None
     if topk_topp.logprobs_mode == "processed_logits":
@@ -158,12 +174,12 @@ def sample_stock_rows(
     elif topk_topp.logprobs_mode == "processed_logprobs":
         processed = sub.log_softmax(dim=-1, dtype=torch.float32)
     if route == "splitmix":
-        seeds = _splitmix_seeds(metadata, batch_size, rows_list).index_select(0, rows.cpu())
+        seeds = _splitmix_seeds(metadata, batch_size, rows_list)[rows.cpu()]
         sampled = torch.ops._C.fused_gumbel_argmax(sub.to(torch.float32), seeds)
     else:
         probs = sub.softmax(dim=-1, dtype=torch.float32)
         q = _exponential_noise(sampler, metadata, logits, rows_list)
-        sampled = sample_with_exponential_noise(probs, q.index_select(0, rows))
+        sampled = sample_with_exponential_noise(probs, q[rows])
     sampled = sampled.long()
     if greedy is not None:
         sampled = torch.where(temperature < SAMPLING_EPS, greedy.long(), sampled)

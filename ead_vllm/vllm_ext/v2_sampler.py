@@ -29,11 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 from vllm.config.model import PROCESSED_LOGPROBS_MODES
-from vllm.sampling_params import SamplingParams
-from vllm.v1.worker.gpu.sample.logits_processor.interface import (
-    LogitsContext,
-    LogitsProcRequestState,
-)
 from vllm.v1.worker.gpu.sample.sampler import Sampler
 
 import ead_vllm.kernels as ead_kernels
@@ -41,67 +36,45 @@ from ead_vllm.kernels.schedule import ead_tau
 from ead_vllm.vllm_ext.ead_masks import mask_ead_rows_
 from ead_vllm.vllm_ext.logits_processors import EADLogitsProcessorV2
 
+# what differs between vLLM versions (see the modules' docstrings)
+from ead_vllm.vllm_ext.seams import v2_sampler as v2_seam
+from ead_vllm.vllm_ext.seams import v2_stock_sampling
+from ead_vllm.vllm_ext.seams.v2_logits_processor import LogitsContext, request_state_view
+
 
 class EADSamplerV2(Sampler):
     """Runner V2's ``Sampler`` with EAD rows sampled at ``T * tau_t``."""
 
     def __init__(self, *args: Any, backend: str = "auto", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        vllm_config = kwargs["vllm_config"] if "vllm_config" in kwargs else args[0]
-        req_states = kwargs["req_states"] if "req_states" in kwargs else args[4]
+        self.ead_shape = v2_seam.current()
+        init = self.ead_shape.init_arguments(args, kwargs)
         # the per-slot EAD schedule; not in vLLM's processor chain (step 2 above)
-        self.ead = EADLogitsProcessorV2(
-            vllm_config, LogitsProcRequestState.from_request_state(req_states)
-        )
+        self.ead = EADLogitsProcessorV2(init["vllm_config"], request_state_view(init["req_states"]))
         self.backend = backend
 
-    def add_request(self, req_idx: int, sampling_params: SamplingParams) -> None:
-        super().add_request(req_idx, sampling_params)
-        self.ead.add_request(req_idx, sampling_params)
+    def add_request(self, *args: Any, **kwargs: Any) -> None:
+        # (req_idx, sampling_params); vLLM 0.29/0.30 pass (req_idx, prompt_len, sampling_params)
+        super().add_request(*args, **kwargs)
+        self.ead.add_request(*self.ead_shape.add_request_arguments(args, kwargs))
 
     def apply_staged_writes(self) -> None:
         super().apply_staged_writes()
         self.ead.apply_staged_writes()
 
-    def sample(
-        self,
-        logits: torch.Tensor,
-        expanded_idx_mapping: torch.Tensor,
-        idx_mapping: torch.Tensor,
-        idx_mapping_np: np.ndarray,
-        pos: torch.Tensor,
-        input_ids: torch.Tensor,
-        expanded_local_pos: torch.Tensor,
-        seq_lens_upper_bound_np: np.ndarray,
-        return_logprobs: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        is_ead = self.ead.is_ead.np[idx_mapping_np]
+    def sample(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        # vLLM's arguments (logits, expanded_idx_mapping, idx_mapping, idx_mapping_np, pos,
+        # input_ids, expanded_local_pos, [seq_lens_upper_bound_np from 0.31,]
+        # return_logprobs), read by name through the seam
+        call = self.ead_shape.sample_call(args, kwargs)
+        return_logprobs = call.return_logprobs
+        is_ead = self.ead.is_ead.np[call.idx_mapping_np]
         if not is_ead.any():
-            return super().sample(
-                logits,
-                expanded_idx_mapping,
-                idx_mapping,
-                idx_mapping_np,
-                pos,
-                input_ids,
-                expanded_local_pos,
-                seq_lens_upper_bound_np,
-                return_logprobs=return_logprobs,
-            )
-        ctx = LogitsContext(
-            expanded_idx_mapping=expanded_idx_mapping,
-            idx_mapping=idx_mapping,
-            idx_mapping_np=idx_mapping_np,
-            expanded_local_pos=expanded_local_pos,
-            input_ids=input_ids,
-            pos=pos,
-            seq_lens_upper_bound_np=seq_lens_upper_bound_np,
-        )
+            return super().sample(*args, **kwargs)
+        ctx = call.context()
         # vLLM's own stages, on a float32 copy (the raw logits feed raw log-probs)
-        logits = torch.empty_like(logits, dtype=torch.float32).copy_(logits)
-        for proc in self.logits_processors:
-            logits = proc.apply(logits, ctx)
-        self.thinking_budget_state.apply(logits, ctx)
+        logits = torch.empty_like(call.logits, dtype=torch.float32).copy_(call.logits)
+        logits = self.ead_shape.processors(self, logits, call)
 
         want_processed = self.return_sampling_mask or (
             return_logprobs and self.logprobs_mode in PROCESSED_LOGPROBS_MODES
@@ -114,10 +87,10 @@ class EADSamplerV2(Sampler):
         r_rows = np.flatnonzero(~is_ead)
         r_index = torch.from_numpy(r_rows).to(device)
         e_tokens, e_processed = self._sample_ead(
-            logits.index_select(0, e_index), _subset(ctx, e_rows, e_index), want_processed
+            logits[e_index], _subset(ctx, e_rows, e_index), want_processed
         )
         r_tokens, r_processed = self._sample_stock(
-            logits.index_select(0, r_index), _subset(ctx, r_rows, r_index), ctx, return_logprobs
+            logits[r_index], _subset(ctx, r_rows, r_index), ctx, return_logprobs
         )
         sampled = torch.empty(batch, dtype=torch.int64, device=device)
         sampled[e_index] = e_tokens
@@ -144,11 +117,11 @@ class EADSamplerV2(Sampler):
         )
         if needs_mask.any():
             m = torch.from_numpy(np.flatnonzero(needs_mask)).to(logits.device)
-            m_slots = rows.index_select(0, m)
-            tau = ead_tau(**schedule).index_select(0, m)
+            m_slots = rows[m]
+            tau = ead_tau(**schedule)[m]
             logits[m] = mask_ead_rows_(
-                logits.index_select(0, m),
-                base.index_select(0, m) * tau,
+                logits[m],
+                base[m] * tau,
                 top_k=states.top_k.gpu[m_slots],
                 top_p=states.top_p.gpu[m_slots],
                 min_p=states.min_p.gpu[m_slots],
@@ -176,32 +149,32 @@ class EADSamplerV2(Sampler):
         batch_ctx: LogitsContext,
         return_logprobs: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """vLLM's temperature, min_p, top-k/top-p and sampler on the non-EAD rows ``ctx``."""
-        states = self.sampling_states
-        rows, slots = ctx.expanded_idx_mapping, ctx.idx_mapping_np
-        states.apply_temperature(logits, rows, slots)
-        states.apply_min_p(logits, rows, slots)
-        top_k, top_p = states.get_top_k_top_p(rows, slots)
-        # vLLM's own choice for the whole batch (as a stock batch would make it)
-        batch_slots = batch_ctx.idx_mapping_np
-        fused_eligible = not (
-            (top_k is None and top_p is None)
-            or (return_logprobs and self.logprobs_mode in PROCESSED_LOGPROBS_MODES)
-            or states.any_greedy(batch_slots)
-            or states.any_explicit_seed(batch_slots)
+        """vLLM's temperature, min_p, top-k/top-p and sampler on the non-EAD rows ``ctx``.
+
+        vLLM's fused-sampler choice is the whole batch's (``batch_ctx``), as in a stock batch.
+        """
+        return v2_stock_sampling.sample_rows(
+            self,
+            logits,
+            ctx.expanded_idx_mapping,
+            ctx.idx_mapping_np,
+            ctx.pos,
+            batch_ctx.idx_mapping_np,
+            return_logprobs,
         )
-        use_fused = (self.use_flashinfer or self.use_xpu_sampler) and fused_eligible
-        return self._sample_random(logits, rows, slots, ctx.pos, top_k, top_p, use_fused)
 
 
 def _subset(ctx: LogitsContext, rows_np: np.ndarray, rows: torch.Tensor) -> LogitsContext:
     """The context of the logits rows ``rows`` (one logits row per request: no drafts)."""
     return LogitsContext(
-        expanded_idx_mapping=ctx.expanded_idx_mapping.index_select(0, rows),
-        idx_mapping=ctx.idx_mapping.index_select(0, rows),
+        expanded_idx_mapping=ctx.expanded_idx_mapping[rows],
+        idx_mapping=ctx.idx_mapping[rows],
         idx_mapping_np=ctx.idx_mapping_np[rows_np],
-        expanded_local_pos=ctx.expanded_local_pos.index_select(0, rows),
-        input_ids=ctx.input_ids.index_select(0, rows),
-        pos=ctx.pos.index_select(0, rows),
-        seq_lens_upper_bound_np=ctx.seq_lens_upper_bound_np[rows_np],
+        expanded_local_pos=ctx.expanded_local_pos[rows],
+        input_ids=ctx.input_ids[rows],
+        pos=ctx.pos[rows],
+        # vLLM 0.29/0.30 have none
+        seq_lens_upper_bound_np=None
+        if ctx.seq_lens_upper_bound_np is None
+        else ctx.seq_lens_upper_bound_np[rows_np],
     )
