@@ -102,30 +102,49 @@ def top_k_top_p_mask_(
     has_k = k < vocab
     # normaliser of rows without top-k: the whole row's (one pass)
     log_z_row = torch.logsumexp(scaled, dim=-1)
-    todo = torch.arange(n, device=scaled.device)
+    # c candidates hold at most c * p_max of the mass (exact bound): a row is
+    # tried only with a set that can decide it, and flat rows go straight to
+    # the sort without any topk pass
+    p_max = torch.exp(scaled.amax(dim=-1) - log_z_row)
     sizes = [min(c, vocab) for c in TOP_P_CANDIDATES]
+
+    def decidable(rows: torch.Tensor, cand: int) -> torch.Tensor:
+        if cand == vocab:
+            return torch.ones(len(rows), dtype=torch.bool, device=scaled.device)
+        return (has_k[rows] & (k[rows] <= cand)) | (cand * p_max[rows] >= top_p[rows])
+
+    everything = torch.arange(n, device=scaled.device)
+    maybe = decidable(everything, sizes[-1])
+    if not maybe.any():  # every row flat: vLLM's sort, in place, no gather
+        return apply_top_k_top_p(scaled, top_k, top_p)
+    to_sort = [everything[~maybe]]
+    todo = everything[maybe]
     for i, cand in enumerate(sizes):
         if not len(todo):
-            return scaled
-        done, mass, smallest = _mask_from_candidates_(
-            scaled, todo, cand, k[todo], has_k[todo], log_z_row[todo], top_p[todo]
-        )
-        keep_trying = ~done
-        if i + 1 < len(sizes):
-            # the next set adds at most (size - cand) entries no likelier than the
-            # smallest candidate: rows that cannot reach top_p skip it (exact bound)
-            reach = mass + (sizes[i + 1] - cand) * smallest
-            hopeless = keep_trying & ~has_k[todo] & (reach < top_p[todo])
-            fallback = todo[hopeless]
-            if len(fallback):
-                scaled[fallback] = apply_top_k_top_p(scaled[fallback], None, top_p[fallback])
-            keep_trying &= ~hopeless
-        todo = todo[keep_trying]
-    if len(todo):
-        scaled[todo] = apply_top_k_top_p(
-            scaled[todo],
-            None if top_k is None else top_k[todo],
-            top_p[todo],
+            break
+        now = decidable(todo, cand)
+        rows, later = todo[now], todo[~now]
+        if len(rows):
+            done, mass, smallest = _mask_from_candidates_(
+                scaled, rows, cand, k[rows], has_k[rows], log_z_row[rows], top_p[rows]
+            )
+            retry = ~done
+            if i + 1 < len(sizes):
+                # the next set adds at most (size - cand) entries no likelier
+                # than the smallest candidate: rows it cannot reach are sorted
+                reach = mass + (sizes[i + 1] - cand) * smallest
+                hopeless = retry & ~has_k[rows] & (reach < top_p[rows])
+                to_sort.append(rows[hopeless])
+                retry &= ~hopeless
+            later = torch.cat([later, rows[retry]])
+        todo = later
+    to_sort.append(todo)
+    sort_rows = torch.cat(to_sort)
+    if len(sort_rows):
+        scaled[sort_rows] = apply_top_k_top_p(
+            scaled[sort_rows],
+            None if top_k is None else top_k[sort_rows],
+            top_p[sort_rows],
         )
     return scaled
 
