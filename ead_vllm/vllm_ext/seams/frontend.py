@@ -6,10 +6,7 @@ Handles vLLM 0.29.0, 0.30.0, 0.31.0, 0.32.0 and 0.33.0 (one shape; from 0.32.0
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from ead_vllm.vllm_ext.seams.signature import Expectation
+from ead_vllm.vllm_ext.seams.signature import Expectation, attr
 
 VERSIONS: tuple[str, ...] = ("0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0")
 
@@ -17,32 +14,25 @@ INPUT_PROCESSOR_MODULE = "vllm.v1.engine.input_processor"
 ARG_UTILS_MODULE = "vllm.engine.arg_utils"
 
 
-def _attr(module: str, *names: str) -> Any:
-    obj: Any = importlib.import_module(module)
-    for name in names:
-        obj = getattr(obj, name)
-    return obj
-
-
 EXPECTED: tuple[Expectation, ...] = (
     Expectation(
         f"{INPUT_PROCESSOR_MODULE}.InputProcessor._validate_params",
-        lambda: _attr(INPUT_PROCESSOR_MODULE, "InputProcessor", "_validate_params"),
+        lambda: attr(INPUT_PROCESSOR_MODULE, "InputProcessor", "_validate_params"),
         ("self", "params", "supported_tasks"),
     ),
     Expectation(
         f"{ARG_UTILS_MODULE}.EngineArgs.add_cli_args",
-        lambda: _attr(ARG_UTILS_MODULE, "EngineArgs", "add_cli_args"),
+        lambda: attr(ARG_UTILS_MODULE, "EngineArgs", "add_cli_args"),
         ("parser",),
     ),
     Expectation(
         f"{ARG_UTILS_MODULE}.EngineArgs.from_cli_args",
-        lambda: _attr(ARG_UTILS_MODULE, "EngineArgs", "from_cli_args"),
+        lambda: attr(ARG_UTILS_MODULE, "EngineArgs", "from_cli_args"),
         ("args",),
     ),
     Expectation(
         f"{ARG_UTILS_MODULE}.EngineArgs.create_engine_config",
-        lambda: _attr(ARG_UTILS_MODULE, "EngineArgs", "create_engine_config"),
+        lambda: attr(ARG_UTILS_MODULE, "EngineArgs", "create_engine_config"),
         ("self", "usage_context", "headless"),
     ),
 )

@@ -21,6 +21,7 @@ from ead_vllm.vllm_ext.seams import (
     frontend,
     v1_logits_processor,
     v1_sampler,
+    v1_stock_sampling,
     v2_logits_processor,
     v2_sampler,
     v2_stock_sampling,
@@ -52,7 +53,7 @@ def expectations(runner: Runner, version: str) -> tuple[Expectation, ...]:
     """The seams runner ``runner``'s override relies on, for vLLM release ``version``."""
     common = (*frontend.EXPECTED, *v1_logits_processor.EXPECTED)
     if runner == "v1":
-        return (*common, *v1_sampler.EXPECTED)
+        return (*common, *v1_sampler.EXPECTED, *v1_stock_sampling.expected(version))
     shape = v2_sampler.shape_for(version)
     if shape is None:  # not reached for supported versions
         return common
@@ -60,6 +61,8 @@ def expectations(runner: Runner, version: str) -> tuple[Expectation, ...]:
         *common,
         *shape.expected(),
         *v2_stock_sampling.expected(version),
+        # the EAD rows' masks call vLLM's top-k/top-p on both runners
+        v1_stock_sampling.top_k_top_p_expectation(version),
         *v2_logits_processor.expected(version),
     )
 

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
+
+
+def attr(module: str, *names: str) -> Any:
+    """``module.names[0].names[1]...``, importing ``module`` (raises ImportError/AttributeError)."""
+    obj: Any = importlib.import_module(module)
+    for name in names:
+        obj = getattr(obj, name)
+    return obj
 
 
 @dataclasses.dataclass(frozen=True)

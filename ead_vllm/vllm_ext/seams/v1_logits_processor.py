@@ -8,10 +8,9 @@ and whether min_p is active through ``MinPLogitsProcessor.min_p_count``.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from ead_vllm.vllm_ext.seams.signature import Expectation
+from ead_vllm.vllm_ext.seams.signature import Expectation, attr
 
 VERSIONS: tuple[str, ...] = ("0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0")
 
@@ -19,15 +18,8 @@ INTERFACE_MODULE = "vllm.v1.sample.logits_processor.interface"
 BUILTIN_MODULE = "vllm.v1.sample.logits_processor.builtin"
 
 
-def _attr(module: str, *names: str) -> Any:
-    obj: Any = importlib.import_module(module)
-    for name in names:
-        obj = getattr(obj, name)
-    return obj
-
-
 def _processor(method: str) -> Any:
-    return _attr(INTERFACE_MODULE, "LogitsProcessor", method)
+    return attr(INTERFACE_MODULE, "LogitsProcessor", method)
 
 
 EXPECTED: tuple[Expectation, ...] = (
@@ -58,18 +50,18 @@ EXPECTED: tuple[Expectation, ...] = (
     ),
     Expectation(
         f"{INTERFACE_MODULE}.BatchUpdate",
-        lambda: _attr(INTERFACE_MODULE, "BatchUpdate"),
+        lambda: attr(INTERFACE_MODULE, "BatchUpdate"),
         ("batch_size", "removed", "added", "moved"),
         fields=True,
     ),
     Expectation(
         f"{BUILTIN_MODULE}.process_dict_updates",
-        lambda: _attr(BUILTIN_MODULE, "process_dict_updates"),
+        lambda: attr(BUILTIN_MODULE, "process_dict_updates"),
         ("req_entries", "batch_update", "new_state"),
     ),
     Expectation(
         f"{BUILTIN_MODULE}.MinPLogitsProcessor.__init__",
-        lambda: _attr(BUILTIN_MODULE, "MinPLogitsProcessor", "__init__"),
+        lambda: attr(BUILTIN_MODULE, "MinPLogitsProcessor", "__init__"),
         ("self", "vllm_config", "device", "is_pin_memory"),
     ),
 )

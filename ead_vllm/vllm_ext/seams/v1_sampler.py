@@ -11,10 +11,7 @@ sub-batch. (The V1 install wraps ``GPUModelRunner.__init__`` with ``*args,
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from ead_vllm.vllm_ext.seams.signature import Expectation
+from ead_vllm.vllm_ext.seams.signature import Expectation, attr
 
 VERSIONS: tuple[str, ...] = ("0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0")
 
@@ -22,47 +19,40 @@ SAMPLER_MODULE = "vllm.v1.sample.sampler"
 METADATA_MODULE = "vllm.v1.sample.metadata"
 
 
-def _attr(module: str, *names: str) -> Any:
-    obj: Any = importlib.import_module(module)
-    for name in names:
-        obj = getattr(obj, name)
-    return obj
-
-
 EXPECTED: tuple[Expectation, ...] = (
     Expectation(
         f"{SAMPLER_MODULE}.Sampler.__init__",
-        lambda: _attr(SAMPLER_MODULE, "Sampler", "__init__"),
+        lambda: attr(SAMPLER_MODULE, "Sampler", "__init__"),
         ("self", "logprobs_mode", "use_fp64_gumbel"),
     ),
     Expectation(
         f"{SAMPLER_MODULE}.Sampler.forward",
-        lambda: _attr(SAMPLER_MODULE, "Sampler", "forward"),
+        lambda: attr(SAMPLER_MODULE, "Sampler", "forward"),
         ("self", "logits", "sampling_metadata", "predict_bonus_token", "logprobs_mode_override"),
     ),
     Expectation(
         f"{SAMPLER_MODULE}.Sampler.sample",
-        lambda: _attr(SAMPLER_MODULE, "Sampler", "sample"),
+        lambda: attr(SAMPLER_MODULE, "Sampler", "sample"),
         ("self", "logits", "sampling_metadata", "logprobs_mode_override"),
     ),
     Expectation(
         f"{SAMPLER_MODULE}.Sampler.apply_logits_processors",
-        lambda: _attr(SAMPLER_MODULE, "Sampler", "apply_logits_processors"),
+        lambda: attr(SAMPLER_MODULE, "Sampler", "apply_logits_processors"),
         ("self", "logits", "sampling_metadata", "predict_bonus_token"),
     ),
     Expectation(
         f"{SAMPLER_MODULE}.Sampler.compute_logprobs",
-        lambda: _attr(SAMPLER_MODULE, "Sampler", "compute_logprobs"),
+        lambda: attr(SAMPLER_MODULE, "Sampler", "compute_logprobs"),
         ("logits",),
     ),
     Expectation(
         f"{SAMPLER_MODULE}.Sampler.gather_logprobs",
-        lambda: _attr(SAMPLER_MODULE, "Sampler", "gather_logprobs"),
+        lambda: attr(SAMPLER_MODULE, "Sampler", "gather_logprobs"),
         ("logprobs", "num_logprobs", "token_ids"),
     ),
     Expectation(
         f"{METADATA_MODULE}.SamplingMetadata",
-        lambda: _attr(METADATA_MODULE, "SamplingMetadata"),
+        lambda: attr(METADATA_MODULE, "SamplingMetadata"),
         (
             "temperature",
             "all_greedy",
@@ -88,13 +78,13 @@ EXPECTED: tuple[Expectation, ...] = (
     ),
     Expectation(
         "vllm.v1.outputs.SamplerOutput",
-        lambda: _attr("vllm.v1.outputs", "SamplerOutput"),
+        lambda: attr("vllm.v1.outputs", "SamplerOutput"),
         ("sampled_token_ids", "logprobs_tensors"),
         fields=True,
     ),
     Expectation(
         "vllm.v1.outputs.LogprobsTensors",
-        lambda: _attr("vllm.v1.outputs", "LogprobsTensors"),
+        lambda: attr("vllm.v1.outputs", "LogprobsTensors"),
         (
             "logprob_token_ids",
             "logprobs",

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 import torch
 
 from ead_vllm.vllm_ext.seams import v2_logits_processor as lp_seam
-from ead_vllm.vllm_ext.seams.signature import Expectation
+from ead_vllm.vllm_ext.seams.signature import Expectation, attr
 from ead_vllm.vllm_ext.seams.versions import installed_vllm_version, release
 
 SAMPLER_MODULE = "vllm.v1.worker.gpu.sample.sampler"
@@ -52,21 +51,14 @@ SAMPLE_PARAMS_A = (
 SAMPLE_PARAMS_B = (*SAMPLE_PARAMS_A[:-1], "seq_lens_upper_bound_np", "return_logprobs")
 
 
-def _attr(module: str, *names: str) -> Any:
-    obj: Any = importlib.import_module(module)
-    for name in names:
-        obj = getattr(obj, name)
-    return obj
-
-
 @functools.cache
 def _stock_signature(method: str) -> inspect.Signature:
     # read once per process: sample() binds its arguments every step
-    return inspect.signature(_attr(SAMPLER_MODULE, "Sampler", method))
+    return inspect.signature(attr(SAMPLER_MODULE, "Sampler", method))
 
 
 def _sampler(method: str) -> Callable[[], Any]:
-    return lambda: _attr(SAMPLER_MODULE, "Sampler", method)
+    return lambda: attr(SAMPLER_MODULE, "Sampler", method)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +116,7 @@ class Shape:
             ),
             Expectation(
                 f"{STATES_MODULE}.SamplingStates.apply_temperature",
-                lambda: _attr(STATES_MODULE, "SamplingStates", "apply_temperature"),
+                lambda: attr(STATES_MODULE, "SamplingStates", "apply_temperature"),
                 ("self", "logits", "expanded_idx_mapping", "idx_mapping_np"),
             ),
             *self._stage_expectations(),
@@ -228,12 +220,12 @@ class ShapeA(Shape):
         return (
             Expectation(
                 f"{sample}.logit_bias.LogitBiasState.apply_logit_bias",
-                lambda: _attr(f"{sample}.logit_bias", "LogitBiasState", "apply_logit_bias"),
+                lambda: attr(f"{sample}.logit_bias", "LogitBiasState", "apply_logit_bias"),
                 ("self", "logits", "expanded_idx_mapping", "idx_mapping_np", "pos"),
             ),
             Expectation(
                 f"{sample}.penalties.PenaltiesState.apply_penalties",
-                lambda: _attr(f"{sample}.penalties", "PenaltiesState", "apply_penalties"),
+                lambda: attr(f"{sample}.penalties", "PenaltiesState", "apply_penalties"),
                 (
                     "self",
                     "logits",
@@ -245,7 +237,7 @@ class ShapeA(Shape):
             ),
             Expectation(
                 f"{sample}.bad_words.BadWordsState.apply_bad_words",
-                lambda: _attr(f"{sample}.bad_words", "BadWordsState", "apply_bad_words"),
+                lambda: attr(f"{sample}.bad_words", "BadWordsState", "apply_bad_words"),
                 (
                     "self",
                     "logits",
@@ -257,7 +249,7 @@ class ShapeA(Shape):
             ),
             Expectation(
                 f"{sample}.thinking_budget.ThinkingBudgetState.apply",
-                lambda: _attr(f"{sample}.thinking_budget", "ThinkingBudgetState", "apply"),
+                lambda: attr(f"{sample}.thinking_budget", "ThinkingBudgetState", "apply"),
                 (
                     "self",
                     "logits",
@@ -318,7 +310,7 @@ class ShapeB(Shape):
         return tuple(
             Expectation(
                 f"{sample}.{module}.{cls}.apply",
-                functools.partial(_attr, f"{sample}.{module}", cls, "apply"),
+                functools.partial(attr, f"{sample}.{module}", cls, "apply"),
                 ("self", "logits", "ctx"),
             )
             for module, cls in stages

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ead_vllm.vllm_ext.seams.signature import Expectation
+from ead_vllm.vllm_ext.seams.signature import Expectation, attr
 from ead_vllm.vllm_ext.seams.versions import installed_vllm_version, release
 
 SAMPLER_MODULE = "vllm.v1.worker.gpu.sample.sampler"
@@ -39,17 +39,10 @@ VERSIONS_TWO_VALUES: tuple[str, ...] = ("0.30.0", "0.31.0", "0.32.0")
 VERSIONS_TOPP_ONLY_FLAG: tuple[str, ...] = ("0.33.0",)
 
 
-def _attr(module: str, *names: str) -> Any:
-    obj: Any = importlib.import_module(module)
-    for name in names:
-        obj = getattr(obj, name)
-    return obj
-
-
 def _states(method: str, params: tuple[str, ...]) -> Expectation:
     return Expectation(
         f"{STATES_MODULE}.SamplingStates.{method}",
-        functools.partial(_attr, STATES_MODULE, "SamplingStates", method),
+        functools.partial(attr, STATES_MODULE, "SamplingStates", method),
         params,
     )
 
@@ -57,7 +50,7 @@ def _states(method: str, params: tuple[str, ...]) -> Expectation:
 def _random(params: tuple[str, ...]) -> Expectation:
     return Expectation(
         f"{SAMPLER_MODULE}.Sampler._sample_random",
-        functools.partial(_attr, SAMPLER_MODULE, "Sampler", "_sample_random"),
+        functools.partial(attr, SAMPLER_MODULE, "Sampler", "_sample_random"),
         params,
     )
 
@@ -79,7 +72,7 @@ def expected(version: str) -> tuple[Expectation, ...]:
             _states("get_top_k_top_p", top_k_top_p),
             Expectation(
                 "vllm.v1.worker.gpu.sample.gumbel.gumbel_sample",
-                functools.partial(_attr, "vllm.v1.worker.gpu.sample.gumbel", "gumbel_sample"),
+                functools.partial(attr, "vllm.v1.worker.gpu.sample.gumbel", "gumbel_sample"),
                 (
                     "logits",
                     "expanded_idx_mapping",
