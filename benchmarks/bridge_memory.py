@@ -55,7 +55,6 @@ from openrlhf_bridge.testing import import_openrlhf_training  # noqa: E402
 
 import_openrlhf_training()
 
-import einops  # noqa: E402
 import openrlhf.models.ring_attn_utils as ring_attn_utils  # noqa: E402
 from openrlhf.models import Actor  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
@@ -95,22 +94,10 @@ class PreviousHook(PolicyTemperature):
 def use_torch_padding_helpers() -> None:
     """flash-attn's unpad/pad helpers in torch (same semantics), for packing on CPU."""
 
-    def unpad_input(hidden, attention_mask):
-        seqlens = attention_mask.sum(dim=-1, dtype=torch.int32)
-        indices = torch.nonzero(attention_mask.flatten(), as_tuple=False).flatten()
-        cu_seqlens = torch.nn.functional.pad(torch.cumsum(seqlens, 0, dtype=torch.int32), (1, 0))
-        flat = einops.rearrange(hidden, "b s ... -> (b s) ...")
-        return flat[indices], indices, cu_seqlens, int(seqlens.max()), seqlens
+    from openrlhf_bridge.testing import torch_padding_helpers
 
-    def pad_input(hidden, indices, batch, seqlen):
-        out = torch.zeros(batch * seqlen, *hidden.shape[1:], dtype=hidden.dtype)
-        out[indices] = hidden
-        return einops.rearrange(out, "(b s) ... -> b s ...", b=batch)
-
-    ring_attn_utils.unpad_input = unpad_input
-    ring_attn_utils.index_first_axis = lambda x, indices: x[indices]
-    ring_attn_utils.pad_input = pad_input
-    ring_attn_utils.rearrange = einops.rearrange
+    for name, helper in torch_padding_helpers().items():
+        setattr(ring_attn_utils, name, helper)
 
 
 def make_batch(vocab: int, batch: int, prompt: int, max_response: int):

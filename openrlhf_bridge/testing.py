@@ -41,3 +41,44 @@ def import_openrlhf_training() -> None:
                 importlib.import_module(name)
     finally:
         torch.compile = original_compile
+
+
+def torch_padding_helpers() -> dict[str, object]:
+    """flash-attn's padding helpers that OpenRLHF's packing uses, in plain torch (CPU only).
+
+    ``flash_attn.bert_padding`` is plain torch, but flash-attn cannot be installed
+    without CUDA. Returns the replacements for ``openrlhf.models.ring_attn_utils``'s
+    names ``unpad_input``, ``index_first_axis``, ``pad_input`` and ``rearrange``, with
+    flash-attn's semantics (``unpad_input`` -> (flat tokens, indices, cu_seqlens,
+    max_seqlen, seqlens); ``pad_input`` the inverse).
+    """
+    import einops
+
+    def unpad_input(hidden: torch.Tensor, attention_mask: torch.Tensor):
+        seqlens = attention_mask.sum(dim=-1, dtype=torch.int32)
+        indices = torch.nonzero(attention_mask.flatten(), as_tuple=False).flatten()
+        cu_seqlens = torch.nn.functional.pad(torch.cumsum(seqlens, 0, dtype=torch.int32), (1, 0))
+        flat = einops.rearrange(hidden, "b s ... -> (b s) ...")
+        return flat[indices], indices, cu_seqlens, int(seqlens.max()), seqlens
+
+    def pad_input(hidden: torch.Tensor, indices: torch.Tensor, batch: int, seqlen: int):
+        out = torch.zeros(batch * seqlen, *hidden.shape[1:], dtype=hidden.dtype)
+        out[indices] = hidden
+        return einops.rearrange(out, "(b s) ... -> b s ...", b=batch)
+
+    return {
+        "unpad_input": unpad_input,
+        "index_first_axis": lambda x, indices: x[indices],
+        "pad_input": pad_input,
+        "rearrange": einops.rearrange,
+    }
+
+
+# A minimal GRPO command line for OpenRLHF's parser (tests of the launcher and flags).
+GRPO_ARGS: tuple[str, ...] = (
+    "--actor.model_name_or_path", "some/model",
+    "--reward.remote_url", "reward.py",
+    "--vllm.num_engines", "1",
+    "--algo.advantage.estimator", "group_norm",
+    "--rollout.n_samples_per_prompt", "4",
+)  # fmt: skip

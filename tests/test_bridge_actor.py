@@ -230,25 +230,12 @@ def test_packed_samples_get_the_same_per_row_temperatures(actor, hf_model, monke
     With eager attention the packed row attends across samples, so the expected values
     come from the same packed forward; what is checked is the temperature layout.
     """
-    import einops
     import openrlhf.models.ring_attn_utils as ring_attn_utils
 
-    def unpad_input(hidden, attention_mask):
-        seqlens = attention_mask.sum(dim=-1, dtype=torch.int32)
-        indices = torch.nonzero(attention_mask.flatten(), as_tuple=False).flatten()
-        cu_seqlens = torch.nn.functional.pad(torch.cumsum(seqlens, 0, dtype=torch.int32), (1, 0))
-        flat = einops.rearrange(hidden, "b s ... -> (b s) ...")
-        return flat[indices], indices, cu_seqlens, int(seqlens.max()), seqlens
+    from openrlhf_bridge.testing import torch_padding_helpers
 
-    def pad_input(hidden, indices, batch, seqlen):
-        out = torch.zeros(batch * seqlen, *hidden.shape[1:], dtype=hidden.dtype)
-        out[indices] = hidden
-        return einops.rearrange(out, "(b s) ... -> b s ...", b=batch)
-
-    monkeypatch.setattr(ring_attn_utils, "unpad_input", unpad_input)
-    monkeypatch.setattr(ring_attn_utils, "index_first_axis", lambda x, indices: x[indices])
-    monkeypatch.setattr(ring_attn_utils, "pad_input", pad_input)
-    monkeypatch.setattr(ring_attn_utils, "rearrange", einops.rearrange)
+    for name, helper in torch_padding_helpers().items():
+        monkeypatch.setattr(ring_attn_utils, name, helper)
 
     sequences, attention_mask, action_mask, spans = batch(hf_model.config.vocab_size)
     actor.packing_samples = True

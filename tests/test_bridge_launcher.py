@@ -18,14 +18,10 @@ import pytest
 
 pytest.importorskip("openrlhf")
 
+from openrlhf_bridge.testing import GRPO_ARGS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-GRPO = [
-    "--actor.model_name_or_path", "some/model",
-    "--reward.remote_url", "reward.py",
-    "--vllm.num_engines", "1",
-    "--algo.advantage.estimator", "group_norm",
-    "--rollout.n_samples_per_prompt", "4",
-]  # fmt: skip
+GRPO = list(GRPO_ARGS)
 
 
 def launcher(*argv: str) -> subprocess.CompletedProcess:

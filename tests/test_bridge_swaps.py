@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("openrlhf")
 
-from openrlhf_bridge.testing import import_openrlhf_training  # noqa: E402
+from openrlhf_bridge.testing import GRPO_ARGS, import_openrlhf_training  # noqa: E402
 
 import_openrlhf_training()
 
@@ -51,13 +51,7 @@ from openrlhf_bridge.workers import (  # noqa: E402
     _EADReferenceModelActor,
 )
 
-GRPO = [
-    "--actor.model_name_or_path", "some/model",
-    "--reward.remote_url", "reward.py",
-    "--vllm.num_engines", "1",
-    "--algo.advantage.estimator", "group_norm",
-    "--rollout.n_samples_per_prompt", "4",
-]  # fmt: skip
+GRPO = list(GRPO_ARGS)
 
 
 class _Remote:
