@@ -136,24 +136,28 @@ def run(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
 
     view = ead.ead_state.view()
     rows = torch.from_numpy(view.index)
-    e_logits = logits.index_select(0, rows)
+    e_logits = logits[rows]
     schedule = view.schedule(torch.device("cpu"))
     base = torch.ones(len(rows))
     out["copy_ms"] = (
-        median_ms(lambda: logits.index_select(0, rows), args.repeats)
-        if len(rows) < args.batch
-        else 0.0
+        median_ms(lambda: logits[rows], args.repeats) if len(rows) < args.batch else 0.0
     )
     masked = torch.from_numpy(view.needs_mask.nonzero()[0])
     if len(masked):
         md = ead_batch.sampling_metadata
-        m_rows = rows.index_select(0, masked)
-        top_p = None if md.top_p is None else md.top_p.index_select(0, m_rows)
-        temps = ead_kernels.ead_tau(**schedule).index_select(0, masked)
+        m_rows = rows[masked]
+        top_p = None if md.top_p is None else md.top_p[m_rows]
 
         def mask() -> None:
+            # masks in place, so each run masks a fresh copy (clone_ms is its cost)
             mask_ead_rows_(
-                e_logits.index_select(0, masked), temps, top_k=None, top_p=top_p, min_p=None
+                e_logits.clone(),
+                masked,
+                schedule=schedule,
+                base_temperature=base,
+                top_k=None,
+                top_p=top_p,
+                min_p=None,
             )
 
         out["mask_ms"] = median_ms(mask, args.repeats)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from vllm.v1.sample.ops.topk_topp_sampler import apply_top_k_top_p
 
+from ead_vllm.kernels.schedule import ead_tau
+
 # top-p looks at this many of a row's largest entries, in turn; a row that none
 # decides (their mass stays below top_p) takes vLLM's full sort. On [256, 151936]
 # fp32 here: topk 256 ~50 ms, topk 4096 ~200 ms, a full sort ~1,800 ms.
@@ -38,27 +40,32 @@ def min_p_mask_(scaled: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
 
 def mask_ead_rows_(
     logits: torch.Tensor,
-    temperature: torch.Tensor,
+    rows: torch.Tensor,
     *,
+    schedule: dict[str, torch.Tensor],
+    base_temperature: torch.Tensor,
     top_k: torch.Tensor | None,
     top_p: torch.Tensor | None,
     min_p: torch.Tensor | None,
-) -> torch.Tensor:
-    """Apply min_p, then top-k/top-p, at ``temperature``, to ``logits`` in place.
+) -> None:
+    """Apply min_p, then top-k/top-p, to ``logits[rows]`` in place, at ``T * tau_t``.
 
-    ``logits`` [N, V] fp32 (processed, unscaled) rows of EAD requests;
-    ``temperature`` [N] fp32, the effective ``T * tau_t`` of each row;
-    ``top_k`` [N] integer (V or 0 = off), ``top_p`` [N] fp32 (1 = off),
-    ``min_p`` [N] fp32 (0 = off), each optional. Returns ``logits`` with the
-    removed tokens set to -inf; the kept entries are untouched (not scaled).
-    One temporary [N, V] tensor (the scaled copy) is used; call it only on the
-    rows that have a mask.
+    ``logits`` [N, V] fp32 (processed, unscaled) rows of EAD requests; ``rows``
+    [M] int64, the rows that set a mask; ``schedule`` the N rows' ``ead_tau``
+    arguments (positions and schedule, [N] each) and ``base_temperature`` [N]
+    fp32 their ``T``, so the effective temperature is the one the kernel will
+    use; ``top_k`` [M] integer (V or 0 = off), ``top_p`` [M] fp32 (1 = off),
+    ``min_p`` [M] fp32 (0 = off), each optional, already for ``rows``. The
+    removed tokens become -inf; the kept entries are untouched (not scaled).
+    One temporary [M, V] tensor (the scaled copy) is used.
     """
-    scaled = logits / temperature.to(logits.dtype).unsqueeze(1)
+    temperature = base_temperature[rows] * ead_tau(**schedule)[rows]
+    masked = logits[rows]
+    scaled = masked / temperature.to(masked.dtype).unsqueeze(1)
     if min_p is not None:
         min_p_mask_(scaled, min_p)
     scaled = top_k_top_p_mask_(scaled, top_k, top_p)
-    return logits.masked_fill_(torch.isneginf(scaled), float("-inf"))
+    logits[rows] = masked.masked_fill_(torch.isneginf(scaled), float("-inf"))
 
 
 def top_k_top_p_mask_(

@@ -124,10 +124,6 @@ class EADLogitsProcessorV2(LogitsProcessorV2):
         """True if any request of the batch is an EAD request (host side, no sync)."""
         return bool(np.any(self.is_ead.np[idx_mapping_np]))
 
-    def all_ead(self, idx_mapping_np: np.ndarray) -> bool:
-        """True if every request of the batch is an EAD request."""
-        return bool(np.all(self.is_ead.np[idx_mapping_np]))
-
     def positions(self, pos: torch.Tensor, expanded_idx_mapping: torch.Tensor) -> torch.Tensor:
         """``t`` of every logits row (int64): generated tokens before the one sampled.
 

@@ -46,7 +46,6 @@ from vllm.v1.sample.ops.logprobs import batched_count_greater_than
 from vllm.v1.sample.sampler import Sampler
 
 import ead_vllm.kernels as ead_kernels
-from ead_vllm.kernels.schedule import ead_tau
 from ead_vllm.vllm_ext.ead_masks import mask_ead_rows_
 from ead_vllm.vllm_ext.request_state import EADBatchView
 from ead_vllm.vllm_ext.v1_batch_state import EADBatchState
@@ -228,10 +227,11 @@ class EADSamplerV1(Sampler):
         if view.needs_mask.any():
             m = torch.from_numpy(np.flatnonzero(view.needs_mask)).to(device)
             m_rows = index[m]
-            tau = ead_tau(**schedule)[m]
-            e_logits[m] = mask_ead_rows_(
-                e_logits[m],
-                base[m] * tau,
+            mask_ead_rows_(
+                e_logits,
+                m,
+                schedule=schedule,
+                base_temperature=base,
                 top_k=_rows_of(metadata.top_k, m_rows),
                 top_p=_rows_of(metadata.top_p, m_rows),
                 min_p=None if min_p is None else min_p.min_p[:, 0][m_rows],

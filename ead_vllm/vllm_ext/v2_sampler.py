@@ -32,7 +32,6 @@ from vllm.config.model import PROCESSED_LOGPROBS_MODES
 from vllm.v1.worker.gpu.sample.sampler import Sampler
 
 import ead_vllm.kernels as ead_kernels
-from ead_vllm.kernels.schedule import ead_tau
 from ead_vllm.vllm_ext.ead_masks import mask_ead_rows_
 from ead_vllm.vllm_ext.logits_processors import EADLogitsProcessorV2
 
@@ -118,10 +117,11 @@ class EADSamplerV2(Sampler):
         if needs_mask.any():
             m = torch.from_numpy(np.flatnonzero(needs_mask)).to(logits.device)
             m_slots = rows[m]
-            tau = ead_tau(**schedule)[m]
-            logits[m] = mask_ead_rows_(
-                logits[m],
-                base[m] * tau,
+            mask_ead_rows_(
+                logits,
+                m,
+                schedule=schedule,
+                base_temperature=base,
                 top_k=states.top_k.gpu[m_slots],
                 top_p=states.top_p.gpu[m_slots],
                 min_p=states.min_p.gpu[m_slots],
