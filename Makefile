@@ -12,7 +12,8 @@ STAMP  := $(VENV)/.setup-stamp
 # The CPU torch wheel lies on this machine's disk; pip finds it here.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup test serve lint lock toy-model bench clean test-matrix matrix-setup lock-matrix
+.PHONY: setup test serve lint lock toy-model countdown-model eval-countdown experiment-rl bench clean \
+  test-matrix matrix-setup lock-matrix
 
 setup: $(STAMP)
 
@@ -124,6 +125,25 @@ lock: setup
 
 toy-model: setup
 	$(PY) -m ead_vllm.toy.train
+
+# The Countdown model (about 28 min here; writes ead_vllm/countdown/model).
+countdown-model: setup
+	$(PY) -m ead_vllm.countdown.train
+
+# Inference-time evidence on Countdown: EAD against fixed temperatures, k <= 32, with
+# 95% bootstrap intervals (about 10 min here).
+EVAL_OUT ?= experiments/results/eval_countdown
+eval-countdown: setup
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 $(VENV)/bin/ead-vllm eval \
+	  --task ead_vllm.countdown --problems 128 --samples 32 --out $(EVAL_OUT)
+
+# Training-time evidence on CPU: every arm of experiments/toy_grpo.py for two seeds, then
+# the summary and the plot (about 75 min here; finished runs on disk are skipped).
+RL_OUT ?= experiments/results/toy_grpo
+RL_ARGS ?=
+experiment-rl: setup
+	$(PY) -m experiments.toy_grpo --out $(RL_OUT) $(RL_ARGS)
+	$(PY) -m experiments.plot_rl $(RL_OUT)
 
 clean:
 	rm -rf $(VENV) .venvs build dist *.egg-info .pytest_cache

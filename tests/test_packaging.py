@@ -47,6 +47,8 @@ def test_wheel_has_only_namespaced_top_levels(wheel: Path) -> None:
     assert "ead_vllm/kernels/__init__.py" in names
     assert "ead_vllm/serve/__init__.py" in names
     assert "ead_vllm/toy/model/model.safetensors" in names
+    assert "ead_vllm/countdown/model/model.safetensors" in names
+    assert "ead_vllm/countdown/model/train_report.json" in names
     assert f"ead_vllm-{ead_vllm.__version__}.dist-info/entry_points.txt" in names
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from ead_vllm.params import EADParams
 
 # Fixed-temperature baselines the EAD paper compares with.
-DEFAULT_TEMPERATURES = (0.6, 1.0, 1.2)
+DEFAULT_TEMPERATURES = (0.6, 0.8, 1.0, 1.2)
 # Toy answers are at most 7 tokens long, so the schedule anneals within ~10 tokens:
 # exp(10 / 13.5) = 2.1 = 1 + tau_max - tau_min reaches the floor at t = 10.
 DEFAULT_EAD = '{"tau_max": 1.2, "tau_min": 0.1, "decay": 13.5}'
@@ -30,15 +30,20 @@ def add_parser(subparsers: Any) -> None:
         help="pass@k / worst@k of EAD against fixed temperatures on a verifiable task",
         description=__doc__,
     )
-    p.add_argument("--model", default=None, help="model path or name (default: the toy model)")
+    p.add_argument(
+        "--model", default=None, help="model path or name (default: the task's model_path())"
+    )
     p.add_argument(
         "--task",
         default="ead_vllm.toy",
-        help="module with problems(n, *, seed, split) and reward(completion, answer)",
+        help="module with problems(n, *, seed, split) and reward(completion, answer); "
+        "ead_vllm.toy (addition) or ead_vllm.countdown (Countdown chains)",
     )
     p.add_argument("--problems", type=int, default=200, help="test problems (default 200)")
     p.add_argument("--samples", type=int, default=16, help="samples per problem, the max k")
-    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument(
+        "--max-tokens", type=int, default=None, help="default: the task's MAX_NEW_TOKENS, or 16"
+    )
     p.add_argument(
         "--max-model-len", type=int, default=None, help="engine context (default: the model's)"
     )
@@ -50,18 +55,20 @@ def add_parser(subparsers: Any) -> None:
         action="append",
         default=None,
         metavar="JSON",
-        help=f"an EAD setting to evaluate (repeatable; default {DEFAULT_EAD})",
+        help="an EAD setting to evaluate (repeatable; default: the task's EVAL_EAD "
+        f"settings, or {DEFAULT_EAD})",
     )
     p.add_argument("--ead-base-temperature", type=float, default=1.0)
     p.add_argument("--out", type=Path, default=Path("out/eval"), help="folder for JSON and PNG")
     p.set_defaults(func=run)
 
 
-def _strategies(args: argparse.Namespace) -> list[Any]:
+def _strategies(args: argparse.Namespace, task: Any) -> list[Any]:
     from ead_vllm.evaluation.run import Strategy
 
     out = [Strategy(f"T={t:g}", t) for t in args.temperatures]
-    for e in args.ead or [_ead_arg(DEFAULT_EAD)]:
+    defaults = [_ead_arg(text) for text in getattr(task, "EVAL_EAD", (DEFAULT_EAD,))]
+    for e in args.ead or defaults:
         name = f"EAD {e.tau_max:g}->{e.tau_min:g} d={e.decay:g}"
         if args.ead_base_temperature != 1.0:
             name += f" x T={args.ead_base_temperature:g}"
@@ -78,12 +85,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.samples < 1 or args.problems < 1:
         raise SystemExit("--samples and --problems must be >= 1")
-    problems_fn, reward = load_task(args.task)
+    task = load_task(args.task)
+    problems_fn, reward = task.problems, task.reward
     model = args.model
     if model is None:
-        from ead_vllm.toy import model_path
-
-        model = str(model_path())
+        if not callable(getattr(task, "model_path", None)):
+            raise SystemExit(f"task {args.task!r} has no model_path(): give --model")
+        model = str(task.model_path())
+    max_tokens = args.max_tokens or getattr(task, "MAX_NEW_TOKENS", 16)
     problems = problems_fn(args.problems, seed=args.seed, split="test")
     started = time.perf_counter()
     llm = LLM(
@@ -96,11 +105,11 @@ def run(args: argparse.Namespace) -> int:
     )
     results = evaluate(
         llm,
-        _strategies(args),
+        _strategies(args, task),
         problems,
         reward,
         samples=args.samples,
-        max_tokens=args.max_tokens,
+        max_tokens=max_tokens,
         seed=args.seed,
     )
     print(report.table(results))

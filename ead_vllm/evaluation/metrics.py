@@ -47,3 +47,42 @@ def mean_curves(n: int, correct: Sequence[int]) -> dict[str, list[float]]:
         "pass": [float(np.mean([pass_at_k(n, c, k) for c in correct])) for k in ks],
         "worst": [float(np.mean([worst_at_k(n, c, k) for c in correct])) for k in ks],
     }
+
+
+def per_problem(n: int, correct: Sequence[int], k: int, metric: str) -> np.ndarray:
+    """Per-problem unbiased ``metric`` ("pass" or "worst") at ``k``, float64 [problems]."""
+    fn = {"pass": pass_at_k, "worst": worst_at_k}[metric]
+    return np.array([fn(n, c, k) for c in correct], dtype=np.float64)
+
+
+def bootstrap_interval(
+    values: Sequence[float], *, resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampled with replacement).
+
+    Seeded (``numpy.random.default_rng(seed)``), so a rerun gives the same
+    interval. ``level`` in (0, 1); needs at least one value.
+    """
+    data = np.asarray(values, dtype=np.float64)
+    if data.ndim != 1 or data.size == 0:
+        raise ValueError("need a non-empty 1-D sequence of values")
+    if not 0.0 < level < 1.0 or resamples < 1:
+        raise ValueError(f"need 0 < level < 1 and resamples >= 1, got {level}, {resamples}")
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def curve_intervals(
+    n: int, correct: Sequence[int], *, seed: int = 0, resamples: int = 2000
+) -> dict[str, list[tuple[float, float]]]:
+    """95% bootstrap intervals of the pass@k and worst@k curves (k = 1..n), resampling problems."""
+    return {
+        metric: [
+            bootstrap_interval(per_problem(n, correct, k, metric), seed=seed, resamples=resamples)
+            for k in range(1, n + 1)
+        ]
+        for metric in ("pass", "worst")
+    }

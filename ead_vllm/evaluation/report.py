@@ -9,17 +9,32 @@ from typing import Any
 
 from ead_vllm.evaluation.run import StrategyResult
 
-TABLE_KS = (1, 2, 4, 8, 16)
+TABLE_KS = (1, 4, 16, 32)
+
+
+def _cell(r: StrategyResult, metric: str, k: int) -> str:
+    value = f"{r.curves[metric][k - 1]:.3f}"
+    if not r.intervals:
+        return value
+    low, high = r.intervals[metric][k - 1]
+    return f"{value} [{low:.3f}, {high:.3f}]"
+
+
+def mean_distinct(r: StrategyResult) -> float:
+    """Mean over problems of the number of distinct correct completions."""
+    return sum(r.distinct) / len(r.distinct) if r.distinct else 0.0
 
 
 def table(results: Sequence[StrategyResult], ks: Sequence[int] = TABLE_KS) -> str:
-    """A plain-text table: one row per strategy, pass@k and worst@k columns for ``ks``."""
+    """A plain-text table: one row per strategy, pass@k and worst@k for ``ks`` (with 95%
+    bootstrap intervals when computed) and the mean count of distinct correct completions."""
     ks = [k for k in ks if k <= min(r.n for r in results)]
-    head = ["strategy"] + [f"pass@{k}" for k in ks] + [f"worst@{k}" for k in ks]
+    head = ["strategy"] + [f"pass@{k}" for k in ks] + [f"worst@{k}" for k in ks] + ["distinct"]
     rows = [
         [r.strategy.name]
-        + [f"{r.curves['pass'][k - 1]:.3f}" for k in ks]
-        + [f"{r.curves['worst'][k - 1]:.3f}" for k in ks]
+        + [_cell(r, "pass", k) for k in ks]
+        + [_cell(r, "worst", k) for k in ks]
+        + [f"{mean_distinct(r):.2f}"]
         for r in results
     ]
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
@@ -38,6 +53,10 @@ def to_json(results: Sequence[StrategyResult], meta: dict[str, Any]) -> dict[str
                 "correct": r.correct,
                 "pass_at_k": r.curves["pass"],
                 "worst_at_k": r.curves["worst"],
+                "pass_at_k_ci95": r.intervals.get("pass"),
+                "worst_at_k_ci95": r.intervals.get("worst"),
+                "distinct_correct": r.distinct,
+                "mean_distinct_correct": mean_distinct(r),
             }
             for r in results
         ],
@@ -51,7 +70,8 @@ def write_json(doc: dict[str, Any], path: Path) -> None:
 
 
 def plot(results: Sequence[StrategyResult], path: Path, title: str = "") -> None:
-    """Write a PNG with pass@k (left) and worst@k (right) against k for each strategy."""
+    """Write a PNG with pass@k (left) and worst@k (right) against k for each strategy,
+    with the 95% bootstrap intervals as bands."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,7 +82,12 @@ def plot(results: Sequence[StrategyResult], path: Path, title: str = "") -> None
         for r in results:
             ks = range(1, r.n + 1)
             style = "-" if r.strategy.ead else "--"
-            ax.plot(ks, r.curves[metric], style, marker="o", markersize=3, label=r.strategy.name)
+            (line,) = ax.plot(
+                ks, r.curves[metric], style, marker="o", markersize=3, label=r.strategy.name
+            )
+            if r.intervals:
+                low, high = zip(*r.intervals[metric], strict=True)
+                ax.fill_between(ks, low, high, color=line.get_color(), alpha=0.12)
         ax.set_xlabel("k")
         ax.set_ylabel(f"{metric}@k")
         ax.set_xscale("log", base=2)

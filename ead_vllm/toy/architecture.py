@@ -68,6 +68,27 @@ def toy_config() -> Qwen2Config:
     )
 
 
+def countdown_config() -> Qwen2Config:
+    """Return the Countdown model's config: hidden 128, 4 layers, 2 heads of 64, character vocab.
+
+    Twice the toy's depth: a chain is planned at its first step and checked by
+    exact arithmetic later, which one more pair of layers learns in far fewer steps.
+    """
+    from ead_vllm.toy.tokenizer import BOS, EOS, PAD, vocabulary
+
+    vocab = vocabulary()
+    return qwen2_config(
+        vocab_size=len(vocab),
+        hidden_size=128,
+        num_layers=4,
+        intermediate_size=512,
+        bos_token_id=vocab[BOS],
+        eos_token_id=vocab[EOS],
+        pad_token_id=vocab[PAD],
+        max_position_embeddings=64,
+    )
+
+
 def save_model(model: PreTrainedModel, out_dir: str | Path) -> None:
     """Save ``model`` (config, weights, generation config) with keys old loaders need too."""
     model.save_pretrained(str(out_dir))

@@ -21,8 +21,13 @@ def greedy_completions(
     *,
     max_new_tokens: int = MAX_NEW_TOKENS,
     batch_size: int = 512,
+    temperature: float | None = None,
 ) -> list[str]:
-    """Return the greedy completion of each prompt (BOS added, special tokens stripped)."""
+    """Return the greedy completion of each prompt (special tokens stripped).
+
+    With ``temperature`` set, each completion is instead sampled from the full
+    softmax at that temperature (no top-k, no top-p), from torch's global RNG.
+    """
     was_training = model.training
     model.eval()
     out: list[str] = []
@@ -33,7 +38,12 @@ def greedy_completions(
             generated = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
+                do_sample=temperature is not None,
+                **(
+                    {}
+                    if temperature is None
+                    else {"temperature": temperature, "top_k": 0, "top_p": 1.0}
+                ),
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )

@@ -61,7 +61,8 @@ def encode_batch(
     return ids, labels
 
 
-def _lr_at(step: int, *, lr: float, warmup: int) -> float:
+def lr_at(step: int, *, lr: float, warmup: int) -> float:
+    """Learning rate at ``step``: linear warm-up over ``warmup`` steps to ``lr``, then flat."""
     return lr * min(1.0, (step + 1) / warmup)
 
 
@@ -102,7 +103,7 @@ def train(
     bar = tqdm(range(steps), desc="toy train")
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, lr=lr, warmup=100)
+            group["lr"] = lr_at(step, lr=lr, warmup=100)
         ids, labels = encode_batch(list(itertools.islice(stream, batch_size)), tokenizer)
         loss = model(input_ids=ids, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)

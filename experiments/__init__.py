@@ -1,0 +1,1 @@
+"""CPU-scale experiments that reuse the product's pieces (not part of the installed package)."""
