@@ -43,6 +43,43 @@ def test_eval_writes_table_json_and_png(tmp_path: Path) -> None:
     assert (tmp_path / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_eval_countdown_intervals_and_distinct_answers(tmp_path: Path) -> None:
+    # --task picks the task's model, answer length and EAD settings (ead_vllm.countdown)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    cmd = [
+        str(Path(sys.executable).parent / "ead-vllm"),
+        "eval",
+        "--task", "ead_vllm.countdown",
+        "--problems", "10",
+        "--samples", "8",
+        "--temperatures", "1.0",
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    header = next(line for line in res.stdout.splitlines() if line.startswith("strategy"))
+    assert "pass@4" in header and "distinct" in header and "pass@16" not in header
+
+    from ead_vllm.countdown import EVAL_EAD
+
+    doc = json.loads((tmp_path / "eval.json").read_text())
+    assert doc["model"].endswith("countdown/model")
+    assert len(doc["results"]) == 1 + len(EVAL_EAD)
+    assert sum(sum(r["correct"]) for r in doc["results"]) > 0  # the model solves some
+    for r in doc["results"]:
+        for metric in ("pass", "worst"):
+            values, bands = r[f"{metric}_at_k"], r[f"{metric}_at_k_ci95"]
+            assert len(bands) == 8
+            assert all(
+                lo - 1e-9 <= v <= hi + 1e-9 for v, (lo, hi) in zip(values, bands, strict=True)
+            )
+        assert all(0 <= d <= c for d, c in zip(r["distinct_correct"], r["correct"], strict=True))
+        assert all(
+            (d == 0) == (c == 0) for d, c in zip(r["distinct_correct"], r["correct"], strict=True)
+        )
+        assert r["mean_distinct_correct"] == pytest.approx(sum(r["distinct_correct"]) / 10)
+
+
 def test_eval_rejects_bad_ead_settings() -> None:
     from ead_vllm.cli import main
 
