@@ -83,9 +83,9 @@ ARMS: dict[str, Arm] = {
 class Settings:
     """Sizes and hyperparameters shared by every arm.
 
-    Chosen to fit 12 runs (6 arms x 2 seeds) into about 50 minutes on this 2-core
-    machine: a step (128 rollouts, two optimizer steps) takes about 4 s, an
-    evaluation (64 x 16 samples) about 15 s.
+    Chosen to fit 12 runs (6 arms x 2 seeds) into about an hour on this 2-core
+    machine: alone, one run took 3-5 minutes with one torch thread (a step is
+    128 rollouts and two optimizer steps; an evaluation 64 x 16 samples).
     """
 
     steps: int = 40
@@ -527,6 +527,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=Settings.eval_every)
     parser.add_argument("--eval-problems", type=int, default=Settings.eval_problems)
     parser.add_argument("--model", type=Path, default=model_path(), help="starting checkpoint")
+    parser.add_argument(
+        "--threads", type=int, default=Settings.threads, help="torch threads of this process"
+    )
     parser.add_argument("--force", action="store_true", help="rerun runs already on disk")
     args = parser.parse_args(argv)
     settings = Settings(
@@ -534,6 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prompts_per_step=args.prompts_per_step,
         eval_every=args.eval_every,
         eval_problems=args.eval_problems,
+        threads=args.threads,
     )
     torch.set_num_threads(settings.threads)
     args.out.mkdir(parents=True, exist_ok=True)
