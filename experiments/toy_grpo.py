@@ -206,8 +206,6 @@ class Rollouts:
     rollout_log_probs: torch.Tensor  # float32 [N, A], the sampler's (processed) log-probs
     rewards: torch.Tensor  # float32 [N]
     groups: torch.Tensor  # int64 [N], one group per prompt of the step
-    prompt_ids: list[int]  # index into the training pool, per group
-    texts: list[str]
 
 
 def generate(
@@ -233,11 +231,9 @@ def generate(
     return llm.generate(list(prompts), params, use_tqdm=False)
 
 
-def collect(
-    outputs: Sequence[Any], answers: Sequence[str], prompt_ids: Sequence[int], pad: int
-) -> Rollouts:
+def collect(outputs: Sequence[Any], answers: Sequence[str], pad: int) -> Rollouts:
     """Pack vLLM outputs (with sampled-token log-probs) into :class:`Rollouts`."""
-    rows: list[tuple[list[int], list[int], list[float], float, int, str]] = []
+    rows: list[tuple[list[int], list[int], list[float], float, int]] = []
     for g, (out, answer) in enumerate(zip(outputs, answers, strict=True)):
         for c in out.outputs:
             lps = [next(iter(d.values())).logprob for d in c.logprobs]
@@ -248,7 +244,6 @@ def collect(
                     lps,
                     reward(c.text, answer),
                     g,
-                    c.text,
                 )
             )
     width = max(len(r[0]) + len(r[1]) for r in rows)
@@ -258,7 +253,7 @@ def collect(
     responses = torch.full((n, width_a), pad, dtype=torch.long)
     action = torch.zeros(n, width_a, dtype=torch.bool)
     rollout_lp = torch.zeros(n, width_a, dtype=torch.float32)
-    for i, (prompt, response, lps, _, _, _) in enumerate(rows):
+    for i, (prompt, response, lps, _, _) in enumerate(rows):
         sequences[i, : len(prompt) + len(response)] = torch.tensor(prompt + response)
         responses[i, : len(response)] = torch.tensor(response)
         action[i, : len(response)] = True
@@ -271,8 +266,6 @@ def collect(
         rollout_log_probs=rollout_lp,
         rewards=torch.tensor([r[3] for r in rows], dtype=torch.float32),
         groups=group_ids([r[4] for r in rows]),
-        prompt_ids=list(prompt_ids),
-        texts=[r[5] for r in rows],
     )
 
 
@@ -385,7 +378,7 @@ def evaluate(llm: Any, model: torch.nn.Module, settings: Settings, seed: int) ->
         seed=seed,
         logprobs=True,
     )
-    batch = collect(outputs, [p.answer for p in test], list(range(len(test))), pad=0)
+    batch = collect(outputs, [p.answer for p in test], pad=0)
     correct = [0] * len(test)
     for r, g in zip(batch.rewards.tolist(), batch.groups.tolist(), strict=True):
         correct[g] += int(r > 0)
@@ -474,7 +467,7 @@ def run(llm: Any, arm: Arm, seed: int, settings: Settings, checkpoint: Path) -> 
             seed=10**6 * (seed + 1) + 997 * step,
             logprobs=True,
         )
-        batch = collect(outputs, [pool[i].answer for i in ids], ids, pad=0)
+        batch = collect(outputs, [pool[i].answer for i in ids], pad=0)
         metrics = train_on(
             model,
             optimizer,

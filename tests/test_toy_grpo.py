@@ -7,8 +7,6 @@ flash-attn imports are stubbed, as in every CPU test: flash-attn is CUDA-only).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
 import os
 from collections.abc import Iterator
@@ -16,10 +14,9 @@ from typing import Any
 
 import pytest
 import torch
+from vllm_engine_support import ENGINE_ENV, shutdown_llm
 
 pytestmark = pytest.mark.slow
-
-ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +30,7 @@ def llm() -> Iterator[Any]:
     try:
         yield engine
     finally:
-        with contextlib.suppress(Exception):  # best effort at teardown
-            engine.llm_engine.engine_core.shutdown()
-        del engine
-        gc.collect()
+        shutdown_llm(engine)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -53,7 +47,7 @@ def _gap(llm: Any, model: Any) -> float:
     outputs = generate(
         llm, [p.prompt for p in test], [3] * 6, temperature=1.0, ead=None, seed=4, logprobs=True
     )
-    batch = collect(outputs, [p.answer for p in test], list(range(6)), pad=0)
+    batch = collect(outputs, [p.answer for p in test], pad=0)
     with torch.no_grad():
         logits = action_logits(model, batch)
     ours = log_probs_of(logits, torch.ones(batch.action_mask.shape), batch.responses)

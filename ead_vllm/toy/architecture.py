@@ -51,42 +51,37 @@ def qwen2_config(
     )
 
 
-def toy_config() -> Qwen2Config:
-    """Return the toy model's config: hidden 128, 2 layers, 2 heads of 64, character vocab."""
+def character_config(
+    *, num_layers: int, intermediate_size: int, max_position_embeddings: int
+) -> Qwen2Config:
+    """Return a hidden-128 config (2 heads of 64) over the toys' byte-level vocabulary."""
     from ead_vllm.toy.tokenizer import BOS, EOS, PAD, vocabulary
 
     vocab = vocabulary()
     return qwen2_config(
         vocab_size=len(vocab),
         hidden_size=128,
-        num_layers=2,
-        intermediate_size=256,
+        num_layers=num_layers,
+        intermediate_size=intermediate_size,
         bos_token_id=vocab[BOS],
         eos_token_id=vocab[EOS],
         pad_token_id=vocab[PAD],
-        max_position_embeddings=128,
+        max_position_embeddings=max_position_embeddings,
     )
+
+
+def toy_config() -> Qwen2Config:
+    """Return the toy model's config: hidden 128, 2 layers, 2 heads of 64, character vocab."""
+    return character_config(num_layers=2, intermediate_size=256, max_position_embeddings=128)
 
 
 def countdown_config() -> Qwen2Config:
     """Return the Countdown model's config: hidden 128, 4 layers, 2 heads of 64, character vocab.
 
-    Twice the toy's depth: a chain is planned at its first step and checked by
-    exact arithmetic later, which one more pair of layers learns in far fewer steps.
+    Twice the toy's depth, chosen (not compared with 2 layers) because a chain is
+    planned at its first step and must stay arithmetic-exact after it.
     """
-    from ead_vllm.toy.tokenizer import BOS, EOS, PAD, vocabulary
-
-    vocab = vocabulary()
-    return qwen2_config(
-        vocab_size=len(vocab),
-        hidden_size=128,
-        num_layers=4,
-        intermediate_size=512,
-        bos_token_id=vocab[BOS],
-        eos_token_id=vocab[EOS],
-        pad_token_id=vocab[PAD],
-        max_position_embeddings=64,
-    )
+    return character_config(num_layers=4, intermediate_size=512, max_position_embeddings=64)
 
 
 def save_model(model: PreTrainedModel, out_dir: str | Path) -> None:
