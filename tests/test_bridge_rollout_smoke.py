@@ -54,7 +54,12 @@ from openrlhf_bridge.state import BridgeState  # noqa: E402
 from openrlhf_bridge.swaps import ROLLOUT, BridgeSwapError, check_handles  # noqa: E402
 from openrlhf_bridge.vllm_engine import EADRolloutRayActor  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.vllm,
+    pytest.mark.live_engine,
+    pytest.mark.timeout(900),
+]
 
 N = 4
 BATCH = 4

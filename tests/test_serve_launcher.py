@@ -15,6 +15,8 @@ from ead_vllm.serve.launcher import (
 
 from ead_vllm.toy import model_path
 
+pytestmark = pytest.mark.vllm
+
 
 def test_defaults_serve_the_toy_model_on_loopback_with_ead() -> None:
     args = parse_args(["--port", "8123"])

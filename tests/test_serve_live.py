@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from ead_vllm.toy import problems
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.live_engine]
 
 EAD = {"tau_max": 1.2, "tau_min": 0.1, "decay": 8}
 MODEL = "ead-toy"

@@ -17,7 +17,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-pytest.importorskip("vllm")
+# runner V1 only (vLLM 0.29-0.33; 0.34.0 deleted it)
+pytest.importorskip("vllm.v1.sample.sampler")
 
 import torch  # noqa: E402
 from vllm import SamplingParams  # noqa: E402
@@ -28,6 +29,8 @@ from vllm_engine_support import make_input_batch  # noqa: E402
 from ead_vllm.params import EADParams  # noqa: E402
 from ead_vllm.vllm_ext.request_state import make_row, request_seed  # noqa: E402
 from ead_vllm.vllm_ext.v1_batch_state import EADBatchState  # noqa: E402
+
+pytestmark = pytest.mark.vllm
 
 VOCAB = 64
 MAX_REQS = 8

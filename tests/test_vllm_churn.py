@@ -19,6 +19,7 @@ pytest.importorskip("vllm")
 
 from vllm import SamplingParams  # noqa: E402
 from vllm_engine_support import (  # noqa: E402
+    RUNNER,
     Oracle,
     engine_model_dir,
     make_llm,
@@ -27,7 +28,7 @@ from vllm_engine_support import (  # noqa: E402
     shutdown_llm,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.live_engine]
 
 TOL = 1e-3
 SCHEDULES = [
@@ -59,16 +60,26 @@ def llm(model_dir):
 def test_churn_aborts_preemption_and_chunked_prefill_keep_positions_exact(llm, model_dir):
     rng = random.Random(0)
     engine = llm.llm_engine
-    tracker = model_runner(llm).sampler.ead_state
     adds = []
-    original_update = tracker.update_state
+    if RUNNER == "v2":  # runner V2: the per-slot schedule sees every (re-)admission
+        tracker = model_runner(llm).sampler.ead
+        original_add = tracker.add_request
 
-    def counting_update(batch_update):
-        if batch_update is not None:
-            adds.extend(params.extra_args is not None for _, params, _, _ in batch_update.added)
-        original_update(batch_update)
+        def counting_add(req_idx, sampling_params):
+            adds.append(sampling_params.extra_args is not None)
+            return original_add(req_idx, sampling_params)
 
-    tracker.update_state = counting_update
+        tracker.add_request = counting_add
+    else:  # runner V1: the batch tracker sees BatchUpdate.added
+        tracker = model_runner(llm).sampler.ead_state
+        original_update = tracker.update_state
+
+        def counting_update(batch_update):
+            if batch_update is not None:
+                adds.extend(params.extra_args is not None for _, params, _, _ in batch_update.added)
+            original_update(batch_update)
+
+        tracker.update_state = counting_update
 
     params_by_id: dict[str, SamplingParams] = {}
     prompts: dict[str, list[int]] = {}

@@ -21,6 +21,7 @@ pytest.importorskip("vllm")
 
 from vllm_engine_support import (  # noqa: E402
     ENGINE_ENV,
+    RUNNER,
     engine_model_dir,
     fixed_requests,
     make_llm,
@@ -28,9 +29,10 @@ from vllm_engine_support import (  # noqa: E402
     run_fixed,
     run_support_script,
     shutdown_llm,
+    stock_sampler_class,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.live_engine]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +49,6 @@ def stock(model_dir):
 
 
 def test_inactive_plugin_is_stock(model_dir, stock, monkeypatch):
-    from vllm.v1.sample.sampler import Sampler
-
     from ead_vllm.vllm_ext.seams import gate
 
     def gate_ran(*args, **kwargs):
@@ -60,10 +60,13 @@ def test_inactive_plugin_is_stock(model_dir, stock, monkeypatch):
     llm = make_llm(model_dir)
     try:
         runner = model_runner(llm)
-        assert type(runner.sampler) is Sampler
-        assert all(
-            type(p).__module__.startswith("vllm.") for p in runner.input_batch.logitsprocs.all
+        assert type(runner.sampler) is stock_sampler_class()
+        processors = (
+            getattr(runner.sampler, "logits_processors", [])  # runner V2 (none on 0.29/0.30)
+            if RUNNER == "v2"
+            else runner.input_batch.logitsprocs.all
         )
+        assert all(type(p).__module__.startswith("vllm.") for p in processors)
         assert run_fixed(llm, fixed_requests(with_ead=False)) == stock["plain"]
         assert run_fixed(llm, fixed_requests(with_ead=True)) == stock["mixed"]
     finally:

@@ -11,6 +11,8 @@ from vllm.v1.sample.ops.topk_topp_sampler import apply_top_k_top_p  # noqa: E402
 
 from ead_vllm.vllm_ext import ead_masks  # noqa: E402
 
+pytestmark = pytest.mark.vllm
+
 VOCAB = 3000
 
 

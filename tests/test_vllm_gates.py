@@ -17,17 +17,24 @@ from ead_vllm.vllm_ext.seams import gate, versions  # noqa: E402
 from ead_vllm.vllm_ext.seams import v2_sampler as v2_seam  # noqa: E402
 from ead_vllm.vllm_ext.seams.gate import UnsupportedVLLMError  # noqa: E402
 
+pytestmark = pytest.mark.vllm
+
 SUPPORTED_WORDS = (
-    "Supported: vLLM 0.29.0, 0.30.0, 0.31.0, 0.32.0 (live on CPU) and 0.33.0 "
+    "Supported: vLLM 0.29.0, 0.30.0, 0.31.0, 0.32.0 (live on CPU) and 0.33.0, 0.34.0 "
     "(seams checked against sources)."
 )
 
 
 @pytest.fixture(autouse=True)
 def fresh_gate(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test sees an unchecked process (the gate remembers passing checks)."""
+    """Each test sees an unchecked process (the gate remembers passing checks), and no
+    opt-in to untested releases unless it sets one."""
     plugin.register()
     monkeypatch.setattr(gate, "_passed", set())
+    monkeypatch.delenv(gate.ALLOW_UNTESTED_ENV, raising=False)
+
+
+RUNNERS = versions.runners(versions.installed_vllm_version())
 
 
 def config(sampler: str | None = "ead") -> SimpleNamespace:
@@ -47,7 +54,7 @@ def assert_one_clear_message(message: str, found: str) -> None:
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("found", ["0.28.0", "0.34.0", "0.33.1", "0.33.0rc1", "0.32.0.dev3"])
+@pytest.mark.parametrize("found", ["0.28.0", "0.35.0", "0.33.1", "0.34.0rc1", "0.32.0.dev3"])
 def test_untested_version_stops_with_one_message(
     monkeypatch: pytest.MonkeyPatch, found: str
 ) -> None:
@@ -57,6 +64,57 @@ def test_untested_version_stops_with_one_message(
             check_ead_config(config(), runner=runner)
         assert_one_clear_message(str(info.value), found)
         assert "outside the tested set" in str(info.value)
+        assert f"{gate.ALLOW_UNTESTED_ENV}=1" in str(info.value)
+
+
+def _newer_releases() -> list[str]:
+    here = versions.release(versions.installed_vllm_version())
+    major, minor, patch = (int(x) for x in here.split("."))
+    return [f"{major}.{minor}.{patch + 1}", "0.35.0"]
+
+
+@pytest.mark.parametrize("simulated", _newer_releases())
+def test_opt_in_starts_a_newer_release_whose_seams_match(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, simulated: str
+) -> None:
+    """A simulated untested release whose internals are the installed ones (a patch
+    release of the installed vLLM; 0.35.0 where the installed one is 0.34.0's sources):
+    the opt-in starts it with one warning naming the version and what was and was not
+    checked."""
+    here = versions.release(versions.installed_vllm_version())
+    if any(c.holds(simulated) != c.holds(here) for c in versions.CAPABILITIES):
+        pytest.skip(f"the registry gives {simulated} other adapters than vLLM {here}'s")
+    monkeypatch.setattr(gate, "installed_vllm_version", lambda: simulated)
+    with pytest.raises(UnsupportedVLLMError, match="outside the tested set"):
+        check_ead_config(config(), runner="v2")  # refused without the opt-in
+    monkeypatch.setenv(gate.ALLOW_UNTESTED_ENV, "1")
+    with caplog.at_level("WARNING", logger="ead_vllm"):
+        check_ead_config(config(), runner="v2")
+    (record,) = [r for r in caplog.records if r.name == "ead_vllm"]
+    message = record.getMessage()
+    assert f"vLLM {simulated}, outside the tested set" in message
+    assert "Checked: the signatures of all" in message and "Not checked:" in message
+    assert "\n" not in message
+    if "v1" not in versions.runners(simulated):
+        with pytest.raises(UnsupportedVLLMError, match="no model runner V1"):
+            check_ead_config(config(), runner="v1")
+
+
+def test_opt_in_still_refuses_a_seam_that_does_not_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vllm.v1.worker.gpu.sample.sampler import Sampler
+
+    def add_request(self, req_idx, sampling_params, lora_request):  # a future vLLM
+        raise AssertionError("never called")
+
+    monkeypatch.setattr(gate, "installed_vllm_version", lambda: "0.35.0")
+    monkeypatch.setenv(gate.ALLOW_UNTESTED_ENV, "1")
+    monkeypatch.setattr(Sampler, "add_request", add_request)
+    with pytest.raises(UnsupportedVLLMError) as info:
+        check_ead_config(config(), runner="v2")
+    assert "Sampler.add_request is (self, req_idx, sampling_params, lora_request)" in str(
+        info.value
+    )
+    assert "runner V2's internals do not have the shape" in str(info.value)
 
 
 def test_engine_config_is_refused_before_any_engine_starts(
@@ -77,6 +135,7 @@ def test_engine_config_is_refused_before_any_engine_starts(
     assert plain.create_engine_config().additional_config == {}
 
 
+@pytest.mark.skipif("v1" not in RUNNERS, reason="this vLLM has no runner V1")
 def test_changed_v1_seam_stops_with_one_message(monkeypatch: pytest.MonkeyPatch) -> None:
     from vllm.v1.sample.sampler import Sampler
 
@@ -118,6 +177,7 @@ def test_changed_v2_seam_stops_with_one_message(monkeypatch: pytest.MonkeyPatch)
     ) in message
 
 
+@pytest.mark.skipif("v1" not in RUNNERS, reason="this vLLM has no runner V1")
 def test_missing_seam_is_a_mismatch(monkeypatch: pytest.MonkeyPatch) -> None:
     import vllm.v1.sample.logits_processor.builtin as builtin
 
@@ -126,7 +186,8 @@ def test_missing_seam_is_a_mismatch(monkeypatch: pytest.MonkeyPatch) -> None:
         check_ead_config(config(), runner="v1")
 
 
-def test_runner_install_is_gated_too(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.skipif("v1" not in RUNNERS, reason="this vLLM has no runner V1")
+def test_runner_v1_install_is_gated_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker checks again before touching its runner (engines built without EngineArgs)."""
     from ead_vllm.vllm_ext.v1_install import install_v1_sampler
 
@@ -135,6 +196,29 @@ def test_runner_install_is_gated_too(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UnsupportedVLLMError, match=r"vLLM 0\.27\.1"):
         install_v1_sampler(runner)
     assert runner.sampler == "stock"
+
+
+def test_runner_v2_load_is_gated_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runner V2's patched ``load_model`` checks before building any sampler."""
+    from types import ModuleType
+
+    from ead_vllm.vllm_ext.v2_install import patch_v2_runner
+
+    class GPUModelRunner:
+        def __init__(self) -> None:
+            self.vllm_config, self.sampler = config(), None
+
+        def load_model(self) -> None:
+            self.sampler = module.Sampler()
+
+    module = ModuleType("fake_runner")
+    module.GPUModelRunner, module.Sampler = GPUModelRunner, object
+    patch_v2_runner(module)
+    monkeypatch.setattr(gate, "installed_vllm_version", lambda: "0.27.1")
+    runner = GPUModelRunner()
+    with pytest.raises(UnsupportedVLLMError, match=r"vLLM 0\.27\.1"):
+        runner.load_model()
+    assert runner.sampler is None
 
 
 def test_inactive_plugin_checks_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -148,13 +232,21 @@ def test_inactive_plugin_checks_nothing(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_installed_vllm_passes_and_is_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On vLLM 0.34.0's sources this is the 0.34.0 gate passing for runner V2 (and
+    refusing runner V1, which 0.34.0 deleted)."""
     found = versions.installed_vllm_version()
     assert versions.is_supported(found), found
-    for runner in ("v1", "v2"):
+    for runner in RUNNERS:
         check_ead_config(config(), runner=runner)
+    if "v1" not in RUNNERS:
+        with pytest.raises(UnsupportedVLLMError, match="no model runner V1") as info:
+            check_ead_config(config(), runner="v1")
+        assert "EADLogitsProcessorV2" in str(info.value)
+        assert "EADLogitsProcessor'" not in str(info.value)
+        assert "EADLogitsProcessor for" not in str(info.value)
     calls = []
     monkeypatch.setattr(gate, "mismatches", lambda e: calls.append(e) or [])
-    check_ead_config(config(), runner="v1")
+    check_ead_config(config(), runner=RUNNERS[-1])
     assert calls == []  # a passed check is not repeated in the same process
 
 
@@ -166,7 +258,20 @@ def test_release_ignores_local_labels_only() -> None:
     assert set(versions.SUPPORTED) == set(versions.LIVE_ON_CPU) | set(versions.SOURCES_CHECKED)
 
 
-def test_gate_message_lists_every_shape_version() -> None:
-    """Every version a seam adapter names is in the supported set, and vice versa for V2."""
-    named = {v for shape in v2_seam.SHAPES for v in shape.versions}
-    assert named == set(versions.SUPPORTED)
+def test_every_supported_release_has_exactly_one_v2_sampler_shape() -> None:
+    for version in versions.SUPPORTED:
+        assert sum(shape.fits(version) for shape in v2_seam.SHAPES) == 1, version
+    assert {v for shape in v2_seam.SHAPES for v in shape.versions} == set(versions.SUPPORTED)
+
+
+def test_capabilities_follow_release_order() -> None:
+    v1 = versions.RUNNER_V1
+    assert v1.releases() == ("0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0")
+    assert versions.runners("0.34.0") == ("v2",) and versions.runners("0.33.0+cu129") == (
+        "v1",
+        "v2",
+    )
+    assert versions.CPU_SPLITMIX_NOISE.releases() == ("0.32.0", "0.33.0", "0.34.0")
+    assert versions.V2_FUSED_FLAG_USE_FLASHINFER.releases() == ("0.30.0",)
+    assert versions.STANDALONE_CPU_RUNNER.holds("0.34.0rc1")  # rules apply to any version
+    assert not versions.V2_LOGITS_PROCESSORS.holds("0.30.0")

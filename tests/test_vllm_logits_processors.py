@@ -1,4 +1,5 @@
-"""The no-fork mode: EAD as a runner-V1 logits processor on a live engine.
+"""The no-fork mode: EAD as a logits processor on a live engine (``EADLogitsProcessor``
+on runner V1, ``EADLogitsProcessorV2`` on runner V2 with ``EAD_VLLM_TEST_RUNNER=v2``).
 
 Same checks as the sampler override: exact per-position log-probs (oracle)
 and, statistically, the same sampling distribution (chi-square against the
@@ -15,6 +16,7 @@ pytest.importorskip("vllm")
 
 from vllm import SamplingParams  # noqa: E402
 from vllm_engine_support import (  # noqa: E402
+    RUNNER,
     Oracle,
     engine_model_dir,
     first_token_pvalue,
@@ -22,11 +24,22 @@ from vllm_engine_support import (  # noqa: E402
     model_runner,
     reported_logprobs,
     shutdown_llm,
+    stock_sampler_class,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.live_engine]
 
-LP = "ead_vllm.vllm_ext.logits_processors:EADLogitsProcessor"
+if RUNNER == "v2":
+    from ead_vllm.vllm_ext.seams.versions import V2_LOGITS_PROCESSORS, installed_release
+
+    if not V2_LOGITS_PROCESSORS.holds(installed_release()):
+        pytest.skip(
+            "runner V2 of vLLM 0.29/0.30 has no logits-processor API (it ignores "
+            "--logits-processors)",
+            allow_module_level=True,
+        )
+
+LP = "ead_vllm.vllm_ext.logits_processors:EADLogitsProcessor" + ("V2" if RUNNER == "v2" else "")
 EAD = {"ead_tau_max": 1.5, "ead_tau_min": 0.3, "ead_decay": 12.0}
 
 
@@ -48,13 +61,16 @@ def oracle(model_dir):
 
 
 def test_processor_is_loaded_and_the_sampler_is_stock(llm):
-    from vllm.v1.sample.sampler import Sampler
-
-    from ead_vllm.vllm_ext.logits_processors import EADLogitsProcessor
+    import ead_vllm.vllm_ext.logits_processors as lps
 
     runner = model_runner(llm)
-    assert type(runner.sampler) is Sampler
-    assert any(isinstance(p, EADLogitsProcessor) for p in runner.input_batch.logitsprocs.all)
+    assert type(runner.sampler) is stock_sampler_class()
+    if RUNNER == "v2":
+        processors = runner.sampler.logits_processors
+        assert any(isinstance(p, lps.EADLogitsProcessorV2) for p in processors)
+    else:
+        processors = runner.input_batch.logitsprocs.all
+        assert any(isinstance(p, lps.EADLogitsProcessor) for p in processors)
 
 
 def test_logprob_oracle_every_position(llm, oracle):

@@ -12,7 +12,8 @@ from typing import NamedTuple
 
 import pytest
 
-pytest.importorskip("vllm")
+# runner V1 only (vLLM 0.29-0.33; 0.34.0 deleted it)
+pytest.importorskip("vllm.v1.sample.sampler")
 
 import ead_vllm.kernels as ead_kernels  # noqa: E402
 import torch  # noqa: E402
@@ -31,6 +32,8 @@ from vllm_engine_support import make_input_batch  # noqa: E402
 from ead_vllm.params import EADParams  # noqa: E402
 from ead_vllm.vllm_ext.v1_batch_state import EADBatchState  # noqa: E402
 from ead_vllm.vllm_ext.v1_sampler import EADSamplerV1  # noqa: E402
+
+pytestmark = pytest.mark.vllm
 
 EAD = {"ead_tau_max": 1.5, "ead_tau_min": 0.3, "ead_decay": 8.0}
 

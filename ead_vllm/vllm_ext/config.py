@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
+from ead_vllm.vllm_ext.errors import EADConfigError
+
 SAMPLER_CONFIG_KEY = "sampler"
 DEFAULT_SAMPLER = "default"
 EAD_SAMPLER = "ead"
@@ -18,9 +20,11 @@ SAMPLER_CHOICES: tuple[str, ...] = (DEFAULT_SAMPLER, EAD_SAMPLER)
 
 SPEC_DECODE_REFUSAL = (
     "the EAD sampler (sampler='ead') does not support speculative decoding: "
-    "draft tokens would be verified against the unannealed distribution. "
-    "Start the engine without a speculative config, or use the EAD logits "
-    "processor of runner V2 instead."
+    "draft tokens would be verified against the unannealed distribution"
+)
+SPEC_DECODE_WAY_OUT = (
+    "start the engine without a speculative config, or use the EAD logits "
+    "processor of runner V2 instead"
 )
 
 
@@ -53,17 +57,26 @@ def _processor_names(processors: Iterable[Any] | None) -> list[str]:
 
 
 def runner_of(vllm_config: Any) -> Literal["v1", "v2"]:
-    """The model runner vLLM will build for ``vllm_config`` (``VllmConfig.use_v2_model_runner``)."""
+    """The model runner vLLM will build for ``vllm_config``.
+
+    Runner V2 where the installed vLLM has no other (0.34.0 and later); otherwise
+    what ``VllmConfig.use_v2_model_runner`` says (vLLM 0.29-0.33).
+    """
+    from ead_vllm.vllm_ext.seams.versions import installed_vllm_version, runners
+
+    if "v1" not in runners(installed_vllm_version()):
+        return "v2"
     return "v2" if getattr(vllm_config, "use_v2_model_runner", False) else "v1"
 
 
 def check_ead_config(vllm_config: Any, runner: Literal["v1", "v2"] | None = None) -> None:
     """Refuse configurations the EAD sampler cannot serve correctly.
 
-    Raises :class:`~ead_vllm.vllm_ext.seams.gate.UnsupportedVLLMError` when the
+    Raises :class:`~ead_vllm.vllm_ext.errors.UnsupportedVLLMError` when the
     installed vLLM is outside the supported set or the seams of ``runner``
     (default: the one ``vllm_config`` selects) do not have the expected shape;
-    ``ValueError`` for an unknown sampler name, for speculative decoding with
+    ``ValueError`` for an unknown sampler name; :class:`~ead_vllm.vllm_ext.errors.
+    EADConfigError` (a ``ValueError``) for speculative decoding with
     ``sampler="ead"``, and for the EAD logits processor registered together with
     the EAD sampler (the schedule would apply twice). A no-op (nothing imported,
     nothing checked) when the EAD sampler is off.
@@ -74,11 +87,12 @@ def check_ead_config(vllm_config: Any, runner: Literal["v1", "v2"] | None = None
 
     check_vllm(runner or runner_of(vllm_config))
     if getattr(vllm_config, "speculative_config", None) is not None:
-        raise ValueError(SPEC_DECODE_REFUSAL)
+        raise EADConfigError(SPEC_DECODE_REFUSAL, way_out=SPEC_DECODE_WAY_OUT)
     model_config = getattr(vllm_config, "model_config", None)
     for name in _processor_names(getattr(model_config, "logits_processors", None)):
         if name.startswith("ead_vllm.vllm_ext.logits_processors"):
-            raise ValueError(
+            raise EADConfigError(
                 f"the EAD logits processor {name} and the EAD sampler (sampler='ead') "
-                "both apply the schedule; use one of them"
+                "both apply the schedule",
+                way_out="use one of them",
             )

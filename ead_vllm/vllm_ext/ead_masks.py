@@ -15,9 +15,16 @@ renormalised over the kept tokens.
 from __future__ import annotations
 
 import torch
-from vllm.v1.sample.ops.topk_topp_sampler import apply_top_k_top_p
 
-from ead_vllm.kernels.schedule import ead_tau
+from ead_vllm.vllm_ext.seams import v1_stock_sampling
+
+
+def apply_top_k_top_p(
+    logits: torch.Tensor, k: torch.Tensor | None, p: torch.Tensor | None
+) -> torch.Tensor:
+    """vLLM's own top-k/top-p mask (its ``apply_top_k_top_p``, through the seam)."""
+    return v1_stock_sampling.apply_top_k_top_p()(logits, k, p)
+
 
 # top-p looks at this many of a row's largest entries, in turn; a row that none
 # decides (their mass stays below top_p) takes vLLM's full sort. On [256, 151936]
@@ -42,7 +49,7 @@ def mask_ead_rows_(
     logits: torch.Tensor,
     rows: torch.Tensor,
     *,
-    schedule: dict[str, torch.Tensor],
+    taus: torch.Tensor,
     base_temperature: torch.Tensor,
     top_k: torch.Tensor | None,
     top_p: torch.Tensor | None,
@@ -51,15 +58,14 @@ def mask_ead_rows_(
     """Apply min_p, then top-k/top-p, to ``logits[rows]`` in place, at ``T * tau_t``.
 
     ``logits`` [N, V] fp32 (processed, unscaled) rows of EAD requests; ``rows``
-    [M] int64, the rows that set a mask; ``schedule`` the N rows' ``ead_tau``
-    arguments (positions and schedule, [N] each) and ``base_temperature`` [N]
-    fp32 their ``T``, so the effective temperature is the one the kernel will
-    use; ``top_k`` [M] integer (V or 0 = off), ``top_p`` [M] fp32 (1 = off),
+    [M] int64, the rows that set a mask; ``taus`` [N] fp32 the N rows' ``tau_t``
+    and ``base_temperature`` [N] fp32 their ``T``, so the effective temperature is
+    the one the kernel will use; ``top_k`` [M] integer (V or 0 = off), ``top_p`` [M] fp32 (1 = off),
     ``min_p`` [M] fp32 (0 = off), each optional, already for ``rows``. The
     removed tokens become -inf; the kept entries are untouched (not scaled).
     One temporary [M, V] tensor (the scaled copy) is used.
     """
-    temperature = base_temperature[rows] * ead_tau(**schedule)[rows]
+    temperature = base_temperature[rows] * taus[rows]
     masked = logits[rows]
     scaled = masked / temperature.to(masked.dtype).unsqueeze(1)
     if min_p is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 from types import ModuleType
 from typing import Any
 
@@ -14,9 +13,10 @@ from ead_vllm.vllm_ext.config import (
     check_ead_config,
     ead_sampler_enabled,
 )
+from ead_vllm.vllm_ext.seams.frontend import ARG_UTILS_MODULE, INPUT_PROCESSOR_MODULE
+from ead_vllm.vllm_ext.seams.patching import wrap_once
 
-ARG_UTILS_MODULE = "vllm.engine.arg_utils"
-INPUT_PROCESSOR_MODULE = "vllm.v1.engine.input_processor"
+__all__ = ["ARG_UTILS_MODULE", "INPUT_PROCESSOR_MODULE", "patch_arg_utils", "patch_input_processor"]
 
 SAMPLER_HELP = (
     "Sampler of the model runner. 'ead' samples requests that carry ead_* keys "
@@ -54,51 +54,48 @@ def sampler_into_additional_config(engine_args: Any, args: argparse.Namespace) -
 def patch_arg_utils(module: ModuleType) -> None:
     """Add ``--sampler`` to vLLM's engine CLI and refuse bad EAD configs at start-up."""
     cls = module.EngineArgs
-    if getattr(cls, "_ead_patched", False):
-        return
-    add_cli_args = cls.add_cli_args
-    from_cli_args = cls.from_cli_args.__func__
-    create_engine_config = cls.create_engine_config
 
-    @functools.wraps(add_cli_args)
-    def patched_add_cli_args(parser: Any, *args: Any, **kwargs: Any) -> Any:
-        parser = add_cli_args(parser, *args, **kwargs)
-        add_sampler_arg(parser)
-        return parser
+    def wrap_add_cli_args(add_cli_args: Any) -> Any:
+        def patched(parser: Any, *args: Any, **kwargs: Any) -> Any:
+            parser = add_cli_args(parser, *args, **kwargs)
+            add_sampler_arg(parser)
+            return parser
 
-    @functools.wraps(from_cli_args)
-    def patched_from_cli_args(klass: Any, args: argparse.Namespace) -> Any:
-        engine_args = from_cli_args(klass, args)
-        sampler_into_additional_config(engine_args, args)
-        return engine_args
+        return patched
 
-    @functools.wraps(create_engine_config)
-    def patched_create_engine_config(self: Any, *args: Any, **kwargs: Any) -> Any:
-        config = create_engine_config(self, *args, **kwargs)
-        check_ead_config(config)
-        return config
+    def wrap_from_cli_args(from_cli_args: Any) -> Any:
+        def patched(klass: Any, args: argparse.Namespace) -> Any:
+            engine_args = from_cli_args(klass, args)
+            sampler_into_additional_config(engine_args, args)
+            return engine_args
 
-    cls.add_cli_args = staticmethod(patched_add_cli_args)
-    cls.from_cli_args = classmethod(patched_from_cli_args)
-    cls.create_engine_config = patched_create_engine_config
-    cls._ead_patched = True
+        return patched
+
+    def wrap_create_engine_config(create_engine_config: Any) -> Any:
+        def patched(self: Any, *args: Any, **kwargs: Any) -> Any:
+            config = create_engine_config(self, *args, **kwargs)
+            check_ead_config(config)
+            return config
+
+        return patched
+
+    wrap_once(cls, "add_cli_args", wrap_add_cli_args)
+    wrap_once(cls, "from_cli_args", wrap_from_cli_args)
+    wrap_once(cls, "create_engine_config", wrap_create_engine_config)
 
 
 def patch_input_processor(module: ModuleType) -> None:
     """Validate ``ead_*`` extra_args where vLLM validates requests, when the EAD sampler is on."""
-    cls = module.InputProcessor
-    original = cls._validate_params
-    if getattr(original, "_ead_patched", False):
-        return
 
-    @functools.wraps(original)
-    def _validate_params(self: Any, params: Any, *args: Any, **kwargs: Any) -> Any:
-        result = original(self, params, *args, **kwargs)
-        if ead_sampler_enabled(self.vllm_config) and hasattr(params, "extra_args"):
-            from ead_vllm.vllm_ext.validation import parse_ead_params
+    def wrap(original: Any) -> Any:
+        def _validate_params(self: Any, params: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original(self, params, *args, **kwargs)
+            if ead_sampler_enabled(self.vllm_config) and hasattr(params, "extra_args"):
+                from ead_vllm.vllm_ext.validation import parse_ead_params
 
-            parse_ead_params(params)
-        return result
+                parse_ead_params(params)
+            return result
 
-    _validate_params._ead_patched = True  # type: ignore[attr-defined]
-    cls._validate_params = _validate_params
+        return _validate_params
+
+    wrap_once(module.InputProcessor, "_validate_params", wrap)

@@ -14,6 +14,10 @@ validated exactly as in the sampler override (flat ``ead_*`` keys of
 noise (so seeded rows follow vLLM's batch-invariance rules, not the kernel's
 counter-based noise), an extra pass over the logits, and on runner V1 min_p is
 applied before ``tau_t`` (vLLM runs its built-in min_p first), on V2 after.
+
+``EADLogitsProcessor`` lives in :mod:`.v1_logits_processor` and is imported only
+when asked for, and only where vLLM still has runner V1 (0.29.0-0.33.0): vLLM
+0.34.0 deleted runner V1's logits-processor package.
 """
 
 from __future__ import annotations
@@ -22,57 +26,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
-from ead_vllm.kernels.schedule import ead_tau
-from ead_vllm.vllm_ext.request_state import SAMPLING_EPS, EADRowTable
+from ead_vllm.vllm_ext.ead_route import RowSchedule
+from ead_vllm.vllm_ext.request_state import SAMPLING_EPS
 
 # runner V2's interface: vLLM's from 0.31 on, a stand-in on 0.29/0.30 (see the seam)
 from ead_vllm.vllm_ext.seams.v2_logits_processor import (
     LogitsContext,
     LogitsProcessorV2,
     LogitsProcRequestState,
+    uva_backed_tensor,
 )
 from ead_vllm.vllm_ext.validation import parse_ead_params
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
     from vllm.sampling_params import SamplingParams
-
-
-class EADLogitsProcessor(LogitsProcessor):
-    """Runner-V1 logits processor: EAD rows' logits divided by ``tau_t``.
-
-    Argmax-invariant, so vLLM applies it after the temperature division and
-    before top-k/top-p. Position ``t`` is tracked exactly as by the sampler
-    override (``len`` of the row's live output list, see
-    :mod:`ead_vllm.vllm_ext.request_state`).
-    """
-
-    def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
-        model_config = vllm_config.model_config
-        self.table = EADRowTable(model_config.get_vocab_size(), model_config.seed)
-        self.device = device
-
-    @classmethod
-    def validate_params(cls, sampling_params: SamplingParams) -> None:
-        parse_ead_params(sampling_params)
-
-    def is_argmax_invariant(self) -> bool:
-        return True
-
-    def update_state(self, batch_update: BatchUpdate | None) -> None:
-        self.table.update(batch_update)
-
-    def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        view = self.table.view()
-        if view is None:
-            return logits
-        scale = torch.ones(logits.shape[0], dtype=torch.float32, device=logits.device)
-        scale[torch.from_numpy(view.index).to(logits.device)] = view.taus(logits.device)
-        # one in-place pass over the batch; non-EAD rows are divided by 1
-        logits.div_(scale[:, None])
-        return logits
 
 
 class EADLogitsProcessorV2(LogitsProcessorV2):
@@ -86,8 +55,7 @@ class EADLogitsProcessorV2(LogitsProcessorV2):
     """
 
     def __init__(self, vllm_config: VllmConfig, req_states: LogitsProcRequestState):
-        from vllm.v1.worker.gpu.buffer_utils import UvaBackedTensor
-
+        UvaBackedTensor = uva_backed_tensor()
         n = req_states.max_num_reqs
         self.prompt_len = req_states.prompt_len
         self.is_ead = UvaBackedTensor(n, dtype=torch.bool)
@@ -132,21 +100,42 @@ class EADLogitsProcessorV2(LogitsProcessorV2):
         prompt_len = self.prompt_len.gpu[expanded_idx_mapping].to(torch.int64)
         return torch.clamp_min(pos.to(torch.int64) + 1 - prompt_len, 0)
 
-    def schedule(self, expanded_idx_mapping: torch.Tensor) -> dict[str, Any]:
-        """The rows' schedule parameters, keyed like ``ead_sample``'s arguments."""
+    def row_schedule(self, pos: torch.Tensor, expanded_idx_mapping: torch.Tensor) -> RowSchedule:
+        """The logits rows' positions ``t`` and schedules ([N] device tensors each)."""
         rows = expanded_idx_mapping
-        return {
-            "tau_max": self.tau_max.gpu[rows],
-            "tau_min": self.tau_min.gpu[rows],
-            "decay": self.decay.gpu[rows],
-            "warmup": self.warmup.gpu[rows],
-        }
+        return RowSchedule(
+            positions=self.positions(pos, rows),
+            tau_max=self.tau_max.gpu[rows],
+            tau_min=self.tau_min.gpu[rows],
+            decay=self.decay.gpu[rows],
+            warmup=self.warmup.gpu[rows],
+        )
 
     def apply(self, logits: torch.Tensor, ctx: LogitsContext) -> torch.Tensor:
         if not self.any_ead(ctx.idx_mapping_np):
             return logits
         rows = ctx.expanded_idx_mapping
-        tau = ead_tau(positions=self.positions(ctx.pos, rows), **self.schedule(rows))
+        tau = self.row_schedule(ctx.pos, rows).taus()
         tau = torch.where(self.is_ead.gpu[rows], tau, torch.ones_like(tau))
         logits.div_(tau.to(logits.dtype)[:, None])
         return logits
+
+
+def __getattr__(name: str) -> Any:
+    # runner V1's processor, imported on first use: its vLLM interface is gone in 0.34.0
+    if name != "EADLogitsProcessor":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ead_vllm.vllm_ext.seams.versions import RUNNER_V1, installed_vllm_version
+
+    found = installed_vllm_version()
+    if not RUNNER_V1.holds(found):
+        from ead_vllm.vllm_ext.errors import EADStartupError
+
+        raise EADStartupError(
+            f"EADLogitsProcessor is runner V1's processor, and vLLM {found} has no runner "
+            "V1 (removed in vLLM 0.34.0).",
+            way_out="register ead_vllm.vllm_ext.logits_processors:EADLogitsProcessorV2 instead",
+        )
+    from ead_vllm.vllm_ext.v1_logits_processor import EADLogitsProcessor
+
+    return EADLogitsProcessor

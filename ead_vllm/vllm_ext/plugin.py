@@ -5,7 +5,7 @@ core, workers) before any model runner is built. Registering only wraps
 vLLM functions; each wrapper checks ``additional_config["sampler"]`` and
 does nothing unless it is ``"ead"``, so an installed but inactive plugin
 leaves vLLM's behaviour unchanged (one exception, a fix for a vLLM crash
-that numba triggers: see :mod:`ead_vllm.vllm_ext.compat`). Runner modules are
+that numba triggers: see :mod:`ead_vllm.vllm_ext.seams.dispatcher`). Runner modules are
 patched when (and in whichever process) they are imported.
 """
 
@@ -22,10 +22,13 @@ def register() -> None:
     if _registered:
         return
     _registered = True
-    from ead_vllm.vllm_ext import compat, frontend, v1_install, v2_install
+    from ead_vllm.vllm_ext import frontend, v1_install, v2_install
+    from ead_vllm.vllm_ext.seams import dispatcher
 
-    when_imported(compat.DISPATCHER_MODULE, compat.patch_dispatcher)
+    when_imported(dispatcher.DISPATCHER_MODULE, dispatcher.patch_dispatcher)
     when_imported(frontend.ARG_UTILS_MODULE, frontend.patch_arg_utils)
     when_imported(frontend.INPUT_PROCESSOR_MODULE, frontend.patch_input_processor)
     when_imported(v1_install.V1_RUNNER_MODULE, v1_install.patch_v1_runner)
     when_imported(v2_install.V2_RUNNER_MODULE, v2_install.patch_v2_runner)
+    # vLLM 0.34.0 and later on non-x86 CPUs: refused with sampler="ead" (own CPUSampler)
+    when_imported(v2_install.STANDALONE_CPU_RUNNER_MODULE, v2_install.patch_standalone_cpu_runner)

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ead_vllm.params import EADParams
+
+if TYPE_CHECKING:
+    from ead_vllm.vllm_ext.ead_route import RowSchedule
 
 # vLLM treats temperatures below this as greedy (vllm.sampling_params._SAMPLING_EPS).
 SAMPLING_EPS = 1e-5
@@ -60,24 +63,21 @@ class EADBatchView:
     warmup: np.ndarray  # int64
     needs_mask: np.ndarray  # bool
 
-    def schedule(self, device: torch.device) -> dict[str, torch.Tensor]:
-        """The rows' ``positions`` and schedule as [N] tensors on ``device``.
+    def schedule(self, device: torch.device) -> RowSchedule:
+        """The rows' positions and schedule as [N] tensors on ``device``."""
+        from ead_vllm.vllm_ext.ead_route import RowSchedule
 
-        Keyword arguments of both ``ead_vllm.kernels.ead_tau`` and ``ead_sample``.
-        """
-        return {
-            "positions": torch.from_numpy(self.positions).to(device),
-            "tau_max": torch.from_numpy(self.tau_max).to(device),
-            "tau_min": torch.from_numpy(self.tau_min).to(device),
-            "decay": torch.from_numpy(self.decay).to(device),
-            "warmup": torch.from_numpy(self.warmup).to(device),
-        }
+        return RowSchedule(
+            positions=torch.from_numpy(self.positions).to(device),
+            tau_max=torch.from_numpy(self.tau_max).to(device),
+            tau_min=torch.from_numpy(self.tau_min).to(device),
+            decay=torch.from_numpy(self.decay).to(device),
+            warmup=torch.from_numpy(self.warmup).to(device),
+        )
 
     def taus(self, device: torch.device) -> torch.Tensor:
         """``tau_t`` of each row, [N] fp32, by the kernels' one definition (``ead_tau``)."""
-        from ead_vllm.kernels.schedule import ead_tau
-
-        return ead_tau(**self.schedule(device))
+        return self.schedule(device).taus()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +152,10 @@ class EADRowTable:
         """Apply one ``BatchUpdate`` (removed, added, moved); True if EAD rows changed."""
         if batch_update is None:
             return False
-        from vllm.v1.sample.logits_processor.builtin import process_dict_updates
+        from ead_vllm.vllm_ext.seams.v1_logits_processor import process_dict_updates
 
         self.batch_size = batch_update.batch_size
-        changed = process_dict_updates(
+        changed = process_dict_updates()(
             self.rows,
             batch_update,
             lambda params, _prompt, output_ids: make_row(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 from types import ModuleType
 from typing import Any
 
 from ead_vllm.vllm_ext.config import check_ead_config, ead_sampler_enabled
+from ead_vllm.vllm_ext.seams import v1_sampler as v1_seam
+from ead_vllm.vllm_ext.seams.patching import wrap_once
 
-V1_RUNNER_MODULE = "vllm.v1.worker.gpu_model_runner"
+V1_RUNNER_MODULE = v1_seam.RUNNER_MODULE
 
 
 def install_v1_sampler(runner: Any) -> None:
@@ -18,15 +19,14 @@ def install_v1_sampler(runner: Any) -> None:
     as the CPU runner). Raises ``ValueError`` for configurations the EAD
     sampler refuses (see :func:`check_ead_config`).
     """
-    from vllm.utils.torch_utils import PIN_MEMORY
-
+    from ead_vllm.vllm_ext.seams.v1_sampler import internals
     from ead_vllm.vllm_ext.v1_batch_state import EADBatchState
     from ead_vllm.vllm_ext.v1_sampler import EADSamplerV1
 
     check_ead_config(runner.vllm_config, runner="v1")
     if runner.is_pooling_model:
         return
-    state = EADBatchState(runner.vllm_config, runner.device, PIN_MEMORY)
+    state = EADBatchState(runner.vllm_config, runner.device, internals().PIN_MEMORY)
     # the processor set is carried over when the runner re-creates its input batch
     runner.input_batch.logitsprocs.argmax_invariant.append(state)
     stock = runner.sampler
@@ -44,16 +44,13 @@ def install_v1_sampler(runner: Any) -> None:
 
 def patch_v1_runner(module: ModuleType) -> None:
     """Wrap ``GPUModelRunner.__init__`` of runner V1 to install the EAD sampler when enabled."""
-    cls = module.GPUModelRunner
-    original = cls.__init__
-    if getattr(original, "_ead_patched", False):
-        return
 
-    @functools.wraps(original)
-    def __init__(self: Any, vllm_config: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, vllm_config, *args, **kwargs)
-        if ead_sampler_enabled(vllm_config):
-            install_v1_sampler(self)
+    def wrap(original: Any) -> Any:
+        def __init__(self: Any, vllm_config: Any, *args: Any, **kwargs: Any) -> None:
+            original(self, vllm_config, *args, **kwargs)
+            if ead_sampler_enabled(vllm_config):
+                install_v1_sampler(self)
 
-    __init__._ead_patched = True  # type: ignore[attr-defined]
-    cls.__init__ = __init__
+        return __init__
+
+    wrap_once(v1_seam.runner_class(module), "__init__", wrap)

@@ -39,17 +39,22 @@ import dataclasses
 import numpy as np
 import torch
 from vllm.config.model import LogprobsMode
-from vllm.v1.outputs import LogprobsTensors, SamplerOutput
-from vllm.v1.sample.logits_processor import LogitsProcessors, MinPLogitsProcessor
-from vllm.v1.sample.metadata import SamplingMetadata
-from vllm.v1.sample.ops.logprobs import batched_count_greater_than
-from vllm.v1.sample.sampler import Sampler
 
-import ead_vllm.kernels as ead_kernels
-from ead_vllm.vllm_ext.ead_masks import mask_ead_rows_
+# vLLM's documented interface for custom logits processors (runner V1)
+from vllm.v1.sample.logits_processor import LogitsProcessors, MinPLogitsProcessor
+
+from ead_vllm.vllm_ext.ead_route import sample_ead_rows
 from ead_vllm.vllm_ext.request_state import EADBatchView
+from ead_vllm.vllm_ext.seams.v1_sampler import internals
 from ead_vllm.vllm_ext.v1_batch_state import EADBatchState
 from ead_vllm.vllm_ext.v1_stock_rows import draw_stock_noise, sample_stock_rows
+
+# runner V1's internals, through their seam (checked by the start-up gate)
+Sampler = internals().Sampler
+SamplingMetadata = internals().SamplingMetadata
+SamplerOutput = internals().SamplerOutput
+LogprobsTensors = internals().LogprobsTensors
+batched_count_greater_than = internals().batched_count_greater_than
 
 # vLLM's V1 runner rewinds a seeded row's CUDA generator by this much when it
 # discards the row's sample (partial prefill); EAD rows never draw from their
@@ -138,7 +143,7 @@ class EADSamplerV1(Sampler):
             )
         if logits.shape[0] != self.ead_state.batch_size:
             raise RuntimeError(
-                f"EAD sampler: {logits.shape[0]} logits rows for a batch of "
+                f"ead-vllm: the EAD sampler got {logits.shape[0]} logits rows for a batch of "
                 f"{self.ead_state.batch_size} requests"
             )
         if self._custom_argmax_invariant(sampling_metadata):
@@ -222,31 +227,16 @@ class EADSamplerV1(Sampler):
         # Row gathers here use x[rows]: on this CPU, torch's index_select of a
         # [256, 151936] fp32 tensor took 0.5-1.5 s against 0.17 s for x[rows].
         e_logits = logits if whole else logits[index]
-        base = temperature if whole else temperature[index]
-        schedule = view.schedule(device)
-        if view.needs_mask.any():
-            m = torch.from_numpy(np.flatnonzero(view.needs_mask)).to(device)
-            m_rows = index[m]
-            mask_ead_rows_(
-                e_logits,
-                m,
-                schedule=schedule,
-                base_temperature=base,
-                top_k=_rows_of(metadata.top_k, m_rows),
-                top_p=_rows_of(metadata.top_p, m_rows),
-                min_p=None if min_p is None else min_p.min_p[:, 0][m_rows],
-            )
-        out = ead_kernels.ead_sample(
+        out = sample_ead_rows(
             e_logits,
+            view.schedule(device),
             seeds=torch.from_numpy(view.seeds).to(device),
-            base_temperature=base,
+            base_temperature=temperature if whole else temperature[index],
+            needs_mask=view.needs_mask,
+            top_k=_rows_of(metadata.top_k, index),
+            top_p=_rows_of(metadata.top_p, index),
+            min_p=None if min_p is None else min_p.min_p[:, 0][index],
             backend=self.backend,
-            # positions are lengths and the schedule was validated at admission;
-            # skipping the checks avoids a device sync per step
-            validate=False,
-            return_base_logprobs=False,
-            return_entropy=False,
-            **schedule,
         )
         self._keep_generators_balanced(metadata, view.index)
         return _EADRows(

@@ -31,25 +31,26 @@ from __future__ import annotations
 import functools
 
 import torch
-from vllm.v1.sample.metadata import SamplingMetadata
-from vllm.v1.sample.ops.topk_topp_sampler import (
-    TopKTopPSampler,
-    apply_top_k_top_p,
-    empty_exponential_noise_like,
-    sample_with_exponential_noise,
-)
-from vllm.v1.sample.sampler import Sampler
 
 from ead_vllm.vllm_ext.ead_masks import min_p_mask_
 from ead_vllm.vllm_ext.request_state import SAMPLING_EPS
+from ead_vllm.vllm_ext.seams import v1_sampler as v1_seam
+from ead_vllm.vllm_ext.seams import v1_stock_sampling as stock_seam
 from ead_vllm.vllm_ext.seams.v1_stock_sampling import cpu_noise_is_splitmix
-from ead_vllm.vllm_ext.seams.versions import installed_vllm_version, release
+from ead_vllm.vllm_ext.seams.versions import installed_release
+
+# runner V1's internals, through their seams (checked by the start-up gate)
+Sampler = v1_seam.internals().Sampler
+SamplingMetadata = v1_seam.internals().SamplingMetadata
+TopKTopPSampler = stock_seam.internals().TopKTopPSampler
+empty_exponential_noise_like = stock_seam.internals().empty_exponential_noise_like
+sample_with_exponential_noise = stock_seam.internals().sample_with_exponential_noise
 
 
 @functools.cache
 def _cpu_noise_is_splitmix() -> bool:
     # which versions draw which noise: the seam module names them
-    return cpu_noise_is_splitmix(release(installed_vllm_version()))
+    return cpu_noise_is_splitmix(installed_release())
 
 
 def noise_route(sampler: Sampler) -> str:
@@ -163,7 +164,7 @@ def sample_stock_rows(
     topk_topp = sampler.topk_topp_sampler
     top_k = None if metadata.top_k is None else metadata.top_k[rows]
     top_p = None if metadata.top_p is None else metadata.top_p[rows]
-    sub = apply_top_k_top_p(sub, top_k, top_p)
+    sub = stock_seam.apply_top_k_top_p()(sub, top_k, top_p)
     processed = None
     if topk_topp.logprobs_mode == "processed_logits":
         processed = sub
@@ -171,7 +172,7 @@ def sample_stock_rows(
         processed = sub.log_softmax(dim=-1, dtype=torch.float32)
     if route == "splitmix":
         seeds = _splitmix_seeds(metadata, batch_size, rows_list)[rows.cpu()]
-        sampled = torch.ops._C.fused_gumbel_argmax(sub.to(torch.float32), seeds)
+        sampled = stock_seam.internals().fused_gumbel_argmax(sub.to(torch.float32), seeds)
     else:
         probs = sub.softmax(dim=-1, dtype=torch.float32)
         q = _exponential_noise(sampler, metadata, logits, rows_list)

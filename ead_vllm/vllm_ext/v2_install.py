@@ -1,56 +1,77 @@
-"""Installing the EAD sampler into a runner-V2 model runner."""
+"""Installing the EAD sampler into a runner-V2 model runner; refusing runners it cannot serve."""
 
 from __future__ import annotations
 
-import functools
 from types import ModuleType
 from typing import Any
 
 from ead_vllm.vllm_ext.config import check_ead_config, ead_sampler_enabled
+from ead_vllm.vllm_ext.errors import EADConfigError
+from ead_vllm.vllm_ext.seams import v2_runner
+from ead_vllm.vllm_ext.seams.patching import wrap_once
 
-V2_RUNNER_MODULE = "vllm.v1.worker.gpu.model_runner"
+V2_RUNNER_MODULE = v2_runner.RUNNER_MODULE
+STANDALONE_CPU_RUNNER_MODULE = v2_runner.STANDALONE_CPU_RUNNER_MODULE
 
 
 def patch_v2_runner(module: ModuleType) -> None:
     """Wrap runner V2's ``load_model`` so that it builds :class:`EADSamplerV2` when enabled.
 
-    Runner V2 builds its sampler inside ``load_model`` from the name
-    ``Sampler`` of its module; while an EAD-enabled runner loads, that name
-    points at the EAD subclass. A runner that ends up with another sampler
+    Runner V2 builds its sampler inside ``load_model`` from the name ``Sampler`` of
+    its module (:mod:`.seams.v2_runner`); while an EAD-enabled runner loads, that
+    name points at the EAD subclass. A runner that ends up with another sampler
     (watermarking, a model-specific sampler) is refused at start-up.
     """
-    cls = module.GPUModelRunner
-    original = cls.load_model
-    if getattr(original, "_ead_patched", False):
-        return
 
-    @functools.wraps(original)
-    def load_model(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not ead_sampler_enabled(self.vllm_config):
-            return original(self, *args, **kwargs)
-        check_ead_config(self.vllm_config, runner="v2")
-        from ead_vllm.vllm_ext.v2_sampler import EADSamplerV2
+    def wrap(original: Any) -> Any:
+        def load_model(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not ead_sampler_enabled(self.vllm_config):
+                return original(self, *args, **kwargs)
+            check_ead_config(self.vllm_config, runner="v2")
+            from ead_vllm.vllm_ext.v2_sampler import EADSamplerV2
 
-        stock = module.Sampler
-        module.Sampler = EADSamplerV2
-        try:
-            result = original(self, *args, **kwargs)
-        finally:
-            module.Sampler = stock
-        if self.sampler is not None and not isinstance(self.sampler, EADSamplerV2):
-            raise ValueError(
-                f"the EAD sampler cannot replace {type(self.sampler).__name__} "
-                "(watermarking or a model-specific sampler is configured)"
-            )
-        if self.sampler is not None:
-            # compile the kernel variants now, not on the first EAD request (the
-            # EAD route hands the kernel a float32 copy of the logits)
-            import torch
+            with v2_runner.sampler_class_replaced(module, EADSamplerV2):
+                result = original(self, *args, **kwargs)
+            if self.sampler is not None and not isinstance(self.sampler, EADSamplerV2):
+                raise EADConfigError(
+                    f"the EAD sampler cannot replace {type(self.sampler).__name__} "
+                    "(watermarking or a model-specific sampler is configured)"
+                )
+            if self.sampler is not None:
+                # compile the kernel variants now, not on the first EAD request (the
+                # EAD route hands the kernel a float32 copy of the logits)
+                import torch
 
-            import ead_vllm.kernels as ead_kernels
+                import ead_vllm.kernels as ead_kernels
 
-            ead_kernels.prepare(self.device, torch.float32, self.vocab_size)
-        return result
+                ead_kernels.prepare(self.device, torch.float32, self.vocab_size)
+            return result
 
-    load_model._ead_patched = True  # type: ignore[attr-defined]
-    cls.load_model = load_model
+        return load_model
+
+    wrap_once(v2_runner.runner_class(module), "load_model", wrap)
+
+
+def patch_standalone_cpu_runner(module: ModuleType) -> None:
+    """Refuse ``sampler="ead"`` on vLLM's standalone CPU runner (vLLM 0.34.0 and later).
+
+    On CPUs without Triton other than x86 (Arm, POWER, ...) vLLM 0.34.0 runs
+    ``StandaloneCPUModelRunner`` with its own ``CPUSampler``, which the override does
+    not replace: without this refusal EAD requests would be sampled stock, silently.
+    """
+
+    def wrap(original: Any) -> Any:
+        def __init__(self: Any, vllm_config: Any, *args: Any, **kwargs: Any) -> None:
+            if ead_sampler_enabled(vllm_config):
+                raise EADConfigError(
+                    "sampler='ead' does not run on vLLM's standalone CPU model runner "
+                    "(non-x86 CPUs without Triton, vLLM 0.34.0 and later): its CPUSampler "
+                    "would sample EAD requests without the schedule",
+                    way_out="serve on a GPU, or on an x86 CPU, or start without "
+                    "--sampler ead (stock sampling)",
+                )
+            original(self, vllm_config, *args, **kwargs)
+
+        return __init__
+
+    wrap_once(v2_runner.standalone_runner_class(module), "__init__", wrap)

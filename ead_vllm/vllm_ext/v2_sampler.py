@@ -29,16 +29,16 @@ from typing import Any
 import numpy as np
 import torch
 from vllm.config.model import PROCESSED_LOGPROBS_MODES
-from vllm.v1.worker.gpu.sample.sampler import Sampler
 
-import ead_vllm.kernels as ead_kernels
-from ead_vllm.vllm_ext.ead_masks import mask_ead_rows_
+from ead_vllm.vllm_ext.ead_route import sample_ead_rows
 from ead_vllm.vllm_ext.logits_processors import EADLogitsProcessorV2
 
 # what differs between vLLM versions (see the modules' docstrings)
 from ead_vllm.vllm_ext.seams import v2_sampler as v2_seam
 from ead_vllm.vllm_ext.seams import v2_stock_sampling
 from ead_vllm.vllm_ext.seams.v2_logits_processor import LogitsContext, request_state_view
+
+Sampler = v2_seam.sampler_class()
 
 
 class EADSamplerV2(Sampler):
@@ -107,34 +107,22 @@ class EADSamplerV2(Sampler):
         rows = ctx.expanded_idx_mapping
         states = self.sampling_states
         slots = ctx.idx_mapping_np
-        schedule = {"positions": self.ead.positions(ctx.pos, rows), **self.ead.schedule(rows)}
-        base = states.temperature.gpu[rows]
         needs_mask = (
             (states.top_k.np[slots] != states.vocab_size)
             | (states.top_p.np[slots] != 1.0)
             | (states.min_p.np[slots] != 0.0)
         )
-        if needs_mask.any():
-            m = torch.from_numpy(np.flatnonzero(needs_mask)).to(logits.device)
-            m_slots = rows[m]
-            mask_ead_rows_(
-                logits,
-                m,
-                schedule=schedule,
-                base_temperature=base,
-                top_k=states.top_k.gpu[m_slots],
-                top_p=states.top_p.gpu[m_slots],
-                min_p=states.min_p.gpu[m_slots],
-            )
-        out = ead_kernels.ead_sample(
+        masked = bool(needs_mask.any())
+        out = sample_ead_rows(
             logits,
+            self.ead.row_schedule(ctx.pos, rows),
             seeds=states.seeds.gpu[rows],
-            base_temperature=base,
+            base_temperature=states.temperature.gpu[rows],
+            needs_mask=needs_mask,
+            top_k=states.top_k.gpu[rows] if masked else None,
+            top_p=states.top_p.gpu[rows] if masked else None,
+            min_p=states.min_p.gpu[rows] if masked else None,
             backend=self.backend,
-            validate=False,
-            return_base_logprobs=False,
-            return_entropy=False,
-            **schedule,
         )
         processed = logits
         if want_processed:

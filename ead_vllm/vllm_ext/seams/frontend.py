@@ -1,14 +1,12 @@
 """Seam: the frontend hooks, ``InputProcessor._validate_params`` and ``EngineArgs``.
 
-Handles vLLM 0.29.0, 0.30.0, 0.31.0, 0.32.0 and 0.33.0 (one shape; from 0.32.0
-``_validate_params`` returns a value, which the wrapper passes on unchanged).
+One shape in every supported release (0.29.0-0.34.0; from 0.32.0 ``_validate_params``
+returns a value, which the wrapper passes on unchanged).
 """
 
 from __future__ import annotations
 
 from ead_vllm.vllm_ext.seams.signature import Expectation, attr
-
-VERSIONS: tuple[str, ...] = ("0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0")
 
 INPUT_PROCESSOR_MODULE = "vllm.v1.engine.input_processor"
 ARG_UTILS_MODULE = "vllm.engine.arg_utils"

@@ -24,19 +24,24 @@ class Expectation:
     ``get`` returns the object to inspect (it may raise ``ImportError`` or
     ``AttributeError`` when the seam is gone, which counts as a mismatch).
     ``fields=True`` compares the fields of a dataclass / NamedTuple instead.
+    ``params=None`` asks only that the object exist (a method ead-vllm wraps with
+    ``*args, **kwargs``, or a name it replaces).
     """
 
     where: str
     get: Callable[[], Any]
-    params: tuple[str, ...]
+    params: tuple[str, ...] | None
     fields: bool = False
 
-    def actual(self) -> tuple[str, ...] | str:
-        """The seam's actual parameter (or field) names, or why they cannot be read."""
+    def actual(self) -> tuple[str, ...] | str | None:
+        """The seam's actual parameter (or field) names, or why they cannot be read
+        (``None``: present, for a presence-only expectation)."""
         try:
             obj = self.get()
         except (ImportError, AttributeError) as exc:
             return f"missing ({type(exc).__name__}: {exc})"
+        if self.params is None:
+            return None
         if self.fields:
             return field_names(obj)
         try:
@@ -49,8 +54,9 @@ class Expectation:
         actual = self.actual()
         if actual == self.params:
             return None
-        shown = actual if isinstance(actual, str) else f"({', '.join(actual)})"
-        return f"{self.where} is {shown}, expected ({', '.join(self.params)})"
+        shown = actual if isinstance(actual, str) else f"({', '.join(actual or ())})"
+        wanted = "present" if self.params is None else f"({', '.join(self.params)})"
+        return f"{self.where} is {shown}, expected {wanted}"
 
 
 def field_names(cls: Any) -> tuple[str, ...]:

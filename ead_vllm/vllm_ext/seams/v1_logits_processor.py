@@ -1,6 +1,7 @@
 """Seam: runner V1's logits-processor interface (``vllm/v1/sample/logits_processor/``).
 
-Handles vLLM 0.29.0, 0.30.0, 0.31.0, 0.32.0 and 0.33.0 (one shape). The EAD batch
+Handles every release with runner V1 (:data:`~.versions.RUNNER_V1`: 0.29.0-0.33.0; one
+shape). The EAD batch
 tracker of the sampler override and the no-fork ``EADLogitsProcessor`` are V1
 logits processors; they read ``BatchUpdate`` through vLLM's ``process_dict_updates``
 and whether min_p is active through ``MinPLogitsProcessor.min_p_count``.
@@ -8,14 +9,23 @@ and whether min_p is active through ``MinPLogitsProcessor.min_p_count``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ead_vllm.vllm_ext.seams.signature import Expectation, attr
 
-VERSIONS: tuple[str, ...] = ("0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0")
-
 INTERFACE_MODULE = "vllm.v1.sample.logits_processor.interface"
 BUILTIN_MODULE = "vllm.v1.sample.logits_processor.builtin"
+
+
+def process_dict_updates() -> Callable[..., Any]:
+    """vLLM's ``process_dict_updates(req_entries, batch_update, new_state)``."""
+    return attr(BUILTIN_MODULE, "process_dict_updates")
+
+
+def min_p_processor_class() -> type:
+    """vLLM's built-in ``MinPLogitsProcessor`` (its ``min_p_count`` says whether min_p is on)."""
+    return attr(BUILTIN_MODULE, "MinPLogitsProcessor")
 
 
 def _processor(method: str) -> Any:

@@ -1,7 +1,8 @@
 """Seam: runner V1's ``Sampler`` (``vllm/v1/sample/sampler.py``) and its runner.
 
-Handles vLLM 0.29.0, 0.30.0, 0.31.0, 0.32.0 and 0.33.0: one shape in all of them
-(0.33.0 adds a ROCm-only fast path inside ``forward``, which the override replaces).
+Handles every release with runner V1 (:data:`~.versions.RUNNER_V1`: 0.29.0-0.33.0),
+one shape in all of them (0.33.0 adds a ROCm-only fast path inside ``forward``, which
+the override replaces).
 :class:`~ead_vllm.vllm_ext.v1_sampler.EADSamplerV1` subclasses ``Sampler``, overrides
 ``forward`` with the same parameters, calls ``sample``, ``apply_logits_processors``,
 ``compute_logprobs`` and ``gather_logprobs``, and builds ``SamplingMetadata`` for a
@@ -11,12 +12,40 @@ sub-batch. (The V1 install wraps ``GPUModelRunner.__init__`` with ``*args,
 
 from __future__ import annotations
 
-from ead_vllm.vllm_ext.seams.signature import Expectation, attr
+import functools
+from types import ModuleType, SimpleNamespace
+from typing import Any
 
-VERSIONS: tuple[str, ...] = ("0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0")
+from ead_vllm.vllm_ext.seams.signature import Expectation, attr
 
 SAMPLER_MODULE = "vllm.v1.sample.sampler"
 METADATA_MODULE = "vllm.v1.sample.metadata"
+OUTPUTS_MODULE = "vllm.v1.outputs"
+LOGPROBS_OPS_MODULE = "vllm.v1.sample.ops.logprobs"
+TORCH_UTILS_MODULE = "vllm.utils.torch_utils"
+RUNNER_MODULE = "vllm.v1.worker.gpu_model_runner"
+
+
+def runner_class(module: ModuleType) -> Any:
+    """Runner V1's ``GPUModelRunner`` from its (imported) module (the CPU runner subclasses
+    it); its ``__init__`` is wrapped with ``*args, **kwargs``."""
+    return module.GPUModelRunner
+
+
+@functools.cache
+def internals() -> SimpleNamespace:
+    """Runner V1's sampler-side classes and helpers, imported on first use (they do not
+    exist from vLLM 0.34.0 on, so nothing imports them at module level):
+    ``Sampler``, ``SamplingMetadata``, ``SamplerOutput``, ``LogprobsTensors``,
+    ``batched_count_greater_than`` and ``PIN_MEMORY``."""
+    return SimpleNamespace(
+        Sampler=attr(SAMPLER_MODULE, "Sampler"),
+        SamplingMetadata=attr(METADATA_MODULE, "SamplingMetadata"),
+        SamplerOutput=attr(OUTPUTS_MODULE, "SamplerOutput"),
+        LogprobsTensors=attr(OUTPUTS_MODULE, "LogprobsTensors"),
+        batched_count_greater_than=attr(LOGPROBS_OPS_MODULE, "batched_count_greater_than"),
+        PIN_MEMORY=attr(TORCH_UTILS_MODULE, "PIN_MEMORY"),
+    )
 
 
 EXPECTED: tuple[Expectation, ...] = (
@@ -75,6 +104,9 @@ EXPECTED: tuple[Expectation, ...] = (
             "thinking_budget_state_holder",
         ),
         fields=True,
+    ),
+    Expectation(
+        f"{TORCH_UTILS_MODULE}.PIN_MEMORY", lambda: attr(TORCH_UTILS_MODULE, "PIN_MEMORY"), None
     ),
     Expectation(
         "vllm.v1.outputs.SamplerOutput",

