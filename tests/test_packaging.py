@@ -50,6 +50,13 @@ def test_wheel_has_only_namespaced_top_levels(wheel: Path) -> None:
     assert "ead_vllm/countdown/model/model.safetensors" in names
     assert "ead_vllm/countdown/model/train_report.json" in names
     assert f"ead_vllm-{ead_vllm.__version__}.dist-info/entry_points.txt" in names
+    # every runtime module of the source tree is in the wheel (seams/ included)
+    repo_modules = {
+        f"ead_vllm/{p.relative_to(REPO / 'ead_vllm').as_posix()}"
+        for p in (REPO / "ead_vllm").rglob("*.py")
+    }
+    assert repo_modules <= set(names), sorted(repo_modules - set(names))
+    assert "ead_vllm/vllm_ext/seams/fingerprints.json" in names
 
 
 def test_wheel_imports_from_a_throwaway_venv(wheel: Path, tmp_path: Path) -> None:
