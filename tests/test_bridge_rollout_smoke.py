@@ -20,7 +20,11 @@ model workers, NCCL weight sync, the PPO update itself. CPU stub:
 
 from __future__ import annotations
 
+import fcntl
+import tempfile
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,7 +47,7 @@ from openrlhf.trainer.ppo_utils.experience import Experience  # noqa: E402
 from openrlhf.trainer.ray import vllm_engine  # noqa: E402
 from openrlhf.utils.config import hierarchize  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-from vllm_engine_support import MAX_MODEL_LEN, engine_model_dir  # noqa: E402
+from vllm_engine_support import MAX_MODEL_LEN, RUNNER, engine_model_dir  # noqa: E402
 
 from ead_vllm.toy import problems  # noqa: E402
 from openrlhf_bridge import train_ppo_ray  # noqa: E402
@@ -101,6 +105,9 @@ def engine(model_dir, tmp_path_factory):
     reward_file = tmp_path_factory.mktemp("bridge-reward") / "toy_reward.py"
     reward_file.write_text(textwrap.dedent(REWARD_FUNC))
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # one local Ray cluster at a time on this machine (the matrix runs parts side by side)
+    lock = open(Path(tempfile.gettempdir()) / "ead-vllm-ray-tests.lock", "w")  # noqa: SIM115
+    fcntl.flock(lock, fcntl.LOCK_EX)
     ray.init(
         num_cpus=2,
         num_gpus=0,
@@ -135,6 +142,8 @@ def engine(model_dir, tmp_path_factory):
     yield actor
     ray.kill(actor)
     ray.shutdown()
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    lock.close()
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +222,20 @@ def test_rollouts_become_experiences_with_annealed_logprobs(rollout, hf_model):
     # the engine echoed each request's rollout instance: BATCH instances, one per prompt
     record = bridge.rollout
     assert len(record.instances) == len(samples) and len(set(record.instances)) == BATCH
+
+
+def test_the_ray_engine_runs_the_ead_sampler_on_the_requested_runner(engine):
+    """The Ray actor's engine inherited the test runner (runner V2 through the environment
+    with EAD_VLLM_TEST_RUNNER=v2): its log line, as Ray stored it, says which one."""
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    want = f"EAD sampler installed on model runner {RUNNER.upper()}"
+    deadline = time.monotonic() + 30  # Ray flushes worker logs asynchronously
+    while time.monotonic() < deadline:
+        text = "".join(p.read_text(errors="replace") for p in logs.glob("worker-*"))
+        if want in text:
+            return
+        time.sleep(1)
+    raise AssertionError(f"no {want!r} in the Ray worker logs under {logs}")
 
 
 def test_swap_check_on_real_ray_handles(engine):

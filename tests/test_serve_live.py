@@ -22,6 +22,7 @@ import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vllm_engine_support import RUNNER
 
 from ead_vllm.toy import problems
 
@@ -97,6 +98,11 @@ def complete(client: openai.OpenAI, prompt: str, **kw: Any) -> Any:
 
 def test_binds_loopback_and_serves_the_toy_model(client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list().data] == [MODEL]
+
+
+def test_the_server_runs_the_ead_sampler_on_the_requested_runner(server: str) -> None:
+    text = SERVER_LOGS[server].read_text()
+    assert f"EAD sampler installed on model runner {RUNNER.upper()}" in text, text[-3000:]
 
 
 def test_first_run_sizes_the_kv_cache_and_keeps_the_checkpoint_dtype(server: str) -> None:

@@ -20,6 +20,7 @@ from vllm import SamplingParams  # noqa: E402
 from vllm_engine_support import (  # noqa: E402
     MP_EAD,
     MP_TEMPERATURES,
+    RUNNER,
     Oracle,
     engine_model_dir,
     run_support_script,
@@ -36,7 +37,9 @@ def test_spawned_engine_core_uses_the_ead_sampler(tmp_path_factory):
         "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
         "VLLM_CPU_KVCACHE_SPACE": "1",
     }
-    rows = run_support_script("ead-multiprocess", model, env)
+    rows, log = run_support_script("ead-multiprocess", model, env, with_log=True)
+    # the spawned engine core built the EAD sampler on the runner the tests asked for
+    assert f"EAD sampler installed on model runner {RUNNER.upper()}" in log, log[-3000:]
     oracle = Oracle(model)
     for row, temperature in zip(rows, MP_TEMPERATURES, strict=True):
         params = SamplingParams(temperature=temperature, extra_args=MP_EAD)

@@ -288,9 +288,12 @@ def run_fixed(llm: Any, params: list[Any]) -> list[dict[str, Any]]:
     return result
 
 
-def run_support_script(mode: str, model: Path, env: dict[str, str]) -> Any:
+def run_support_script(
+    mode: str, model: Path, env: dict[str, str], *, with_log: bool = False
+) -> Any:
     """Run this file as a script (``mode``: stock / ead-multiprocess) in a fresh
-    interpreter with ``env`` and return the JSON it prints on its last RESULT line."""
+    interpreter with ``env`` and return the JSON it prints on its last RESULT line
+    (and, with ``with_log``, everything it and its engine processes printed)."""
     import json
     import subprocess
     import sys
@@ -305,7 +308,8 @@ def run_support_script(mode: str, model: Path, env: dict[str, str]) -> Any:
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT ") :])
+    result = json.loads(lines[-1][len("RESULT ") :])
+    return (result, proc.stdout + proc.stderr) if with_log else result
 
 
 def _stock_main(model: str) -> None:

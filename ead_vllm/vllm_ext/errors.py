@@ -6,6 +6,22 @@ server's crash log can act on the one line. Subclasses say which check refused.
 
 from __future__ import annotations
 
+import logging
+
+#: ead-vllm's engine-side log lines, under vLLM's logger so they appear in vLLM's output
+#: (vLLM configures the ``vllm`` logger's handlers in every process it starts).
+engine_logger = logging.getLogger("vllm.ead_vllm")
+
+
+def log_installed(runner: str, sampler: object) -> None:
+    """One INFO line when a runner has built the EAD sampler (tests read it back)."""
+    engine_logger.info(
+        "ead-vllm: EAD sampler installed on model runner %s (%s)",
+        runner.upper(),
+        type(sampler).__name__,
+    )
+
+
 #: What works on any vLLM: stock sampling, or annealing inside vLLM's own sampler.
 DEFAULT_WAY_OUT = (
     "start the engine without the EAD sampler override, with "

@@ -6,6 +6,7 @@ from types import ModuleType
 from typing import Any
 
 from ead_vllm.vllm_ext.config import check_ead_config, ead_sampler_enabled
+from ead_vllm.vllm_ext.errors import log_installed
 from ead_vllm.vllm_ext.seams import v1_sampler as v1_seam
 from ead_vllm.vllm_ext.seams.patching import wrap_once
 
@@ -40,6 +41,7 @@ def install_v1_sampler(runner: Any) -> None:
     import ead_vllm.kernels as ead_kernels
 
     ead_kernels.prepare(runner.device, torch.float32, runner.input_batch.vocab_size)
+    log_installed("v1", runner.sampler)
 
 
 def patch_v1_runner(module: ModuleType) -> None:

@@ -6,7 +6,7 @@ from types import ModuleType
 from typing import Any
 
 from ead_vllm.vllm_ext.config import check_ead_config, ead_sampler_enabled
-from ead_vllm.vllm_ext.errors import EADConfigError
+from ead_vllm.vllm_ext.errors import EADConfigError, log_installed
 from ead_vllm.vllm_ext.seams import v2_runner
 from ead_vllm.vllm_ext.seams.patching import wrap_once
 
@@ -45,6 +45,7 @@ def patch_v2_runner(module: ModuleType) -> None:
                 import ead_vllm.kernels as ead_kernels
 
                 ead_kernels.prepare(self.device, torch.float32, self.vocab_size)
+                log_installed("v2", self.sampler)
             return result
 
         return load_model

@@ -24,7 +24,12 @@ takes, before vLLM is imported:
    checks every integer add and multiply in Python, about a quarter of the
    interpreter's time here, and compiled GPU kernels do not run it outside debug
    mode either;
-6. vLLM 0.29/0.30 only: the Gumbel kernel's ``tldevice.log1p`` runs as NumPy's
+6. two pure speed-ups of the interpreter's bookkeeping, same results: a device
+   function called from a kernel re-patches ``triton.language`` on every call,
+   although the launch has already patched the same modules (about a fifth of the
+   interpreter's time here), so such a call skips it; and ``_get_np_dtype`` (a pure
+   function of the Triton dtype) is memoised (:func:`_faster_interpreter`);
+7. vLLM 0.29/0.30 only: the Gumbel kernel's ``tldevice.log1p`` runs as NumPy's
    ``log1p`` (:func:`_interpretable_libdevice`). Those releases call
    ``triton.language.extra.libdevice.log1p``, whose Python body is a stub (``...``):
    compiled, it lowers to CUDA's libdevice; interpreted, nothing patches it, so it
@@ -84,6 +89,7 @@ def activate() -> None:
     from triton.runtime.interpreter import InterpreterOptions
 
     InterpreterOptions.sanitize_overflow = False
+    _faster_interpreter()
     from ead_vllm.vllm_ext._post_import import when_imported
 
     when_imported("vllm.v1.sample.ops.topk_topp_sampler", _torch_top_k_top_p)
@@ -144,3 +150,53 @@ def _interpretable_libdevice(module) -> None:  # type: ignore[no-untyped-def]
     # only where the kernel reaches libdevice through the module's ``tldevice`` name
     if hasattr(module, "tldevice"):
         module.tldevice = _NumpyLibdevice()
+
+
+def _faster_interpreter() -> None:
+    import inspect
+
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    patch_lang = interpreter._patch_lang
+    patched: list[frozenset[int]] = []  # the modules the running launch has patched
+
+    class _Nothing:
+        def restore(self) -> None:
+            return None
+
+    def langs_of(fn) -> frozenset[int]:  # type: ignore[no-untyped-def]
+        values = fn.__globals__.values()
+        return frozenset(id(v) for v in values if inspect.ismodule(v) and v in (tl, tl.core))
+
+    def cached_patch_lang(fn):  # type: ignore[no-untyped-def]
+        langs = langs_of(fn)
+        if patched and langs <= patched[-1]:
+            return _Nothing()  # already patched by this launch: patching again changes nothing
+        scope = patch_lang(fn)
+        if not patched:  # a launch (a nested call never restores its scope)
+            patched.append(langs)
+            restore = scope.restore
+
+            def restore_and_forget() -> None:
+                patched.clear()
+                restore()
+
+            scope.restore = restore_and_forget
+        return scope
+
+    interpreter._patch_lang = cached_patch_lang
+
+    np_dtype = interpreter._get_np_dtype
+    dtypes: dict[object, object] = {}
+
+    def cached_np_dtype(tt_dtype):  # type: ignore[no-untyped-def]
+        try:
+            return dtypes[tt_dtype]
+        except KeyError:
+            dtypes[tt_dtype] = found = np_dtype(tt_dtype)
+            return found
+        except TypeError:  # unhashable
+            return np_dtype(tt_dtype)
+
+    interpreter._get_np_dtype = cached_np_dtype
