@@ -31,7 +31,7 @@ measurement to ``--out`` (JSON). A benchmark, not a test: numbers depend on
 the machine and on whatever else runs on it.
 
     python benchmarks/e2e_bench.py --out benchmarks/e2e_bench.json
-    # issue 11's set: the four scenarios against stock at 256 sequences
+    # the four scenarios against stock at 256 sequences
     python benchmarks/e2e_bench.py --modes stock ead-sampler --scenarios ead mixed ead-top-p rl \
         --batch-sizes 256 --out benchmarks/results/e2e_scenarios.json
     # a realistic CPU-serving size: Qwen2.5-0.5B's width, depth, MLP and vocabulary

@@ -85,9 +85,12 @@ def ead_sample(
             False on hot paths whose inputs are known good. Shapes, dtypes and
             devices are always checked.
         return_base_logprobs, return_entropy: compute ``base_logprobs`` /
-            ``entropy``; when False the field is None and the kernels skip the
-            base-temperature log-sum-exp / the entropy sum (less arithmetic per
-            logit). The vLLM glue passes False for both.
+            ``entropy``; when False the field is None. Without
+            ``base_logprobs`` every backend skips the base-temperature
+            log-sum-exp; without ``entropy`` the Triton and torch backends skip
+            the entropy sum, while the CPU kernel accumulates it anyway (one
+            multiply-add per logit, cheaper than a second compiled variant). The
+            vLLM glue passes False for both.
 
     Returns:
         :class:`EADSample`.

@@ -6,7 +6,7 @@ per-row effective temperature ``base_temperature * ead_tau(...)`` computed
 here, and never recompute it. Transcendental functions differ in their last
 bits between numpy, Sleef (torch CPU), CUDA's libm and libdevice, so
 computing the schedule once is the only way the backends can agree bit for
-bit on the temperature (issue 11, item 3).
+bit on the temperature.
 
 Op order (all fp32, round-to-nearest; ``t`` is ``positions`` converted to fp32)::
 

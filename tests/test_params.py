@@ -117,7 +117,7 @@ def test_invalid_extra_args_name_the_flat_key(extra, key):
 
 
 def authors_temperature(t: int, step: int) -> float:
-    """The authors' released 'negexp' schedule, written from its description (DESIGN.md 3)."""
+    """The authors' released 'negexp' schedule, written from its description."""
     if t < 10:
         return 1.0
     d = min(25 + 5 * step, 40000)
