@@ -35,6 +35,7 @@ from openrlhf_bridge.config import BridgeConfig
 from openrlhf_bridge.imports import flash_attn_stubbed, missing_for_training
 from openrlhf_bridge.install import bridge_installed
 from openrlhf_bridge.swaps import BridgeSwapError, check_module_names
+from openrlhf_bridge.upstream import UnsupportedOpenRLHFError, check_openrlhf
 
 OPENRLHF_MAIN = "openrlhf.cli.train_ppo_ray"
 PROG = "python -m openrlhf_bridge.train_ppo_ray"
@@ -178,13 +179,18 @@ def check_openrlhf_args(namespace: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: parse, validate, check the machine, install the bridge, run OpenRLHF.
+    """Entry point: parse, validate, check OpenRLHF (:mod:`.upstream`) and the machine,
+    install the bridge, run OpenRLHF.
 
     On a machine without what training needs (flash-attn), the command line
     goes through OpenRLHF's own checks too, then the launcher exits with
     status 1 and one line naming what is missing.
     """
     namespace, config = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        check_openrlhf()
+    except UnsupportedOpenRLHFError as exc:
+        fail(str(exc), status=1)
     missing = missing_for_training()
     if missing:
         check_openrlhf_args(namespace)
