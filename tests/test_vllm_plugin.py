@@ -54,6 +54,32 @@ def test_sampler_flag_becomes_additional_config():
         parse(["--model", "m", "--sampler", "greedy"])
 
 
+def test_environment_switch_reaches_engines_built_by_other_code(tmp_path_factory, monkeypatch):
+    """EAD_VLLM_SAMPLER=ead turns the override on for an engine whose arguments the user
+    does not control (a trainer's LLM(...)); an explicit choice wins over it."""
+    from vllm_engine_support import engine_model_dir
+
+    from ead_vllm.vllm_ext.config import SAMPLER_ENV
+
+    model = str(engine_model_dir(tmp_path_factory.mktemp("env-switch-model")))
+
+    def sampler_of(**kwargs):
+        args = EngineArgs(model=model, dtype="float32", max_model_len=128, **kwargs)
+        return args.create_engine_config().additional_config.get("sampler")
+
+    assert sampler_of() is None  # unset: stock, nothing recorded
+    monkeypatch.setenv(SAMPLER_ENV, "ead")
+    assert sampler_of() == "ead"
+    assert sampler_of(additional_config={"x": 1}) == "ead"
+    assert sampler_of(additional_config={"sampler": "default"}) == "default"
+    assert parse(["--model", "m", "--sampler", "default"]).additional_config == {
+        "sampler": "default"
+    }  # `--sampler default` beats the variable too
+    monkeypatch.setenv(SAMPLER_ENV, "greedy")
+    with pytest.raises(ValueError, match="EAD_VLLM_SAMPLER must be one of default, ead"):
+        sampler_of()
+
+
 def test_vllm_serve_parser_has_the_flag():
     from ead_vllm.vllm_ext.seams.serving import make_arg_parser
 

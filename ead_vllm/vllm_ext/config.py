@@ -4,10 +4,20 @@ The choice travels inside ``VllmConfig.additional_config`` because that dict
 reaches the engine core and every worker (and the config hash) unchanged,
 whether the engine was built from ``vllm serve --sampler ead`` or from
 ``LLM(..., additional_config={"sampler": "ead"})``.
+
+For engines whose construction a user does not control (a trainer's colocated
+``LLM``, a rollout server started by a framework, a Ray actor), the environment
+variable ``EAD_VLLM_SAMPLER=ead`` chooses the sampler of every engine whose config is
+created in that process tree. Precedence: ``--sampler`` / an explicit
+``additional_config["sampler"]`` first, then ``EAD_VLLM_SAMPLER``, then ``default``.
+The variable is copied into ``additional_config`` when the engine config is created
+(:func:`sampler_from_env`), so workers see the choice even where the environment
+does not reach them; the start-up gate applies as usual.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -17,6 +27,7 @@ SAMPLER_CONFIG_KEY = "sampler"
 DEFAULT_SAMPLER = "default"
 EAD_SAMPLER = "ead"
 SAMPLER_CHOICES: tuple[str, ...] = (DEFAULT_SAMPLER, EAD_SAMPLER)
+SAMPLER_ENV = "EAD_VLLM_SAMPLER"
 
 SPEC_DECODE_REFUSAL = (
     "the EAD sampler (sampler='ead') does not support speculative decoding: "
@@ -26,6 +37,32 @@ SPEC_DECODE_WAY_OUT = (
     "start the engine without a speculative config, or use the EAD logits "
     "processor of runner V2 instead"
 )
+
+
+def sampler_from_env() -> str | None:
+    """The sampler named by ``EAD_VLLM_SAMPLER`` (``None`` when unset or empty).
+
+    Raises ``ValueError`` naming the variable for a value outside :data:`SAMPLER_CHOICES`.
+    """
+    value = os.environ.get(SAMPLER_ENV, "").strip()
+    if not value:
+        return None
+    if value not in SAMPLER_CHOICES:
+        raise ValueError(
+            f"{SAMPLER_ENV} must be one of {', '.join(SAMPLER_CHOICES)}; got {value!r}"
+        )
+    return value
+
+
+def with_env_sampler(additional_config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``additional_config`` with ``EAD_VLLM_SAMPLER``'s choice added, unless it names a
+    sampler itself (an explicit choice wins) or the variable is unset."""
+    choice = sampler_from_env()
+    extra = dict(additional_config or {})
+    if choice is None or extra.get(SAMPLER_CONFIG_KEY) is not None:
+        return additional_config
+    extra[SAMPLER_CONFIG_KEY] = choice
+    return extra
 
 
 def sampler_choice(vllm_config: Any) -> str:

@@ -12,6 +12,8 @@ from ead_vllm.vllm_ext.config import (
     SAMPLER_CONFIG_KEY,
     check_ead_config,
     ead_sampler_enabled,
+    sampler_from_env,
+    with_env_sampler,
 )
 from ead_vllm.vllm_ext.seams.frontend import ARG_UTILS_MODULE, INPUT_PROCESSOR_MODULE
 from ead_vllm.vllm_ext.seams.patching import wrap_once
@@ -46,7 +48,8 @@ def sampler_into_additional_config(engine_args: Any, args: argparse.Namespace) -
             f"--sampler {choice} contradicts --additional-config "
             f"{{{SAMPLER_CONFIG_KEY!r}: {previous!r}}}"
         )
-    if choice != DEFAULT_SAMPLER or previous is not None:
+    # an explicit "default" is recorded only where it must beat EAD_VLLM_SAMPLER
+    if choice != DEFAULT_SAMPLER or previous is not None or sampler_from_env() is not None:
         extra[SAMPLER_CONFIG_KEY] = choice
     engine_args.additional_config = extra
 
@@ -73,6 +76,8 @@ def patch_arg_utils(module: ModuleType) -> None:
 
     def wrap_create_engine_config(create_engine_config: Any) -> Any:
         def patched(self: Any, *args: Any, **kwargs: Any) -> Any:
+            # EAD_VLLM_SAMPLER, for engines built by code the user does not control
+            self.additional_config = with_env_sampler(self.additional_config)
             config = create_engine_config(self, *args, **kwargs)
             check_ead_config(config)
             return config

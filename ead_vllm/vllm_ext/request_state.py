@@ -1,10 +1,10 @@
 """Per-row EAD state of runner V1's persistent batch: :class:`EADRowTable` and its view.
 
 The table is fed by :class:`~ead_vllm.vllm_ext.v1_batch_state.EADBatchState`, a V1
-logits processor whose ``apply`` does nothing: it exists to receive vLLM's ``BatchUpdate`` stream (rows added, removed,
-moved), which is the only place where runner V1 exposes each row's
-``SamplingParams`` (and so ``extra_args``) together with a live reference to
-the row's output-token list. The generated-token position of a row is
+logits processor whose ``apply`` does nothing: it exists to receive vLLM's
+``BatchUpdate`` stream (rows added, removed, moved), which is the only place where
+runner V1 exposes each row's ``SamplingParams`` (and so ``extra_args``) together
+with a live reference to the row's output-token list. The generated-token position of a row is
 ``t = len(output_ids)`` at sampling time, read fresh every step, which stays
 exact through everything the runner does to its batch:
 
