@@ -24,6 +24,7 @@ EXTRA_ARGS_KEYS: dict[str, str] = {
     "tau_min": "ead_tau_min",
     "decay": "ead_decay",
     "warmup": "ead_warmup",
+    "offset": "ead_offset",
 }
 
 
@@ -43,6 +44,11 @@ class EADParams(BaseModel):
     * ``decay`` (> 0, tokens): ``d`` in ``exp(t / d)``. Default 500 (the
       authors' released recipe at training step 0, in paper units).
     * ``warmup`` (>= 0, int tokens): positions ``t < warmup`` use 1.0. Default 0.
+    * ``offset`` (>= 0, int tokens): added to the request's own token count, so the
+      schedule and the noise key run at ``t + offset``. For a rollout resumed from its
+      partial output, or a later turn of an episode, sent as a new request whose
+      prompt holds the earlier tokens: the offset is how many of them the policy
+      generated. Default 0.
 
     Numbers must be real numbers (ints are fine for floats); bools, strings,
     NaN and inf are rejected with an error naming the field.
@@ -54,8 +60,9 @@ class EADParams(BaseModel):
     tau_min: _Positive = 0.1
     decay: _Positive = 500.0
     warmup: Annotated[int, Field(ge=0)] = 0
+    offset: Annotated[int, Field(ge=0)] = 0
 
-    @field_validator("warmup", mode="before")
+    @field_validator("warmup", "offset", mode="before")
     @classmethod
     def _numpy_int(cls, value: Any) -> Any:
         if isinstance(value, np.integer):
@@ -71,14 +78,23 @@ class EADParams(BaseModel):
         return value
 
     def temperature_at(self, t: Any) -> Any:
-        """``tau_t`` for positions ``t`` (scalar, numpy array or tensor), same kind as ``t``."""
+        """``tau`` at the request's own token count ``t`` (scalar, numpy array or tensor;
+        the same kind back): the schedule at ``t + offset``."""
         return ead_temperature(
-            t, tau_max=self.tau_max, tau_min=self.tau_min, decay=self.decay, warmup=self.warmup
+            t + self.offset,
+            tau_max=self.tau_max,
+            tau_min=self.tau_min,
+            decay=self.decay,
+            warmup=self.warmup,
         )
 
     def to_extra_args(self) -> dict[str, float | int]:
-        """The flat ``ead_*`` keys for ``SamplingParams.extra_args`` / ``vllm_xargs``."""
-        return {key: getattr(self, name) for name, key in EXTRA_ARGS_KEYS.items()}
+        """The flat ``ead_*`` keys for ``SamplingParams.extra_args`` / ``vllm_xargs``
+        (``ead_offset`` only when it is not 0)."""
+        flat = {key: getattr(self, name) for name, key in EXTRA_ARGS_KEYS.items()}
+        if not self.offset:
+            del flat[EXTRA_ARGS_KEYS["offset"]]
+        return flat
 
     @classmethod
     def from_extra_args(cls, extra_args: Mapping[str, Any] | None) -> EADParams | None:

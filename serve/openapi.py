@@ -11,7 +11,8 @@ EAD_PATHS = ("/v1/completions", "/v1/chat/completions")
 
 EAD_DESCRIPTION = (
     "Exploratory annealed decoding for this request: the temperature of generated token t "
-    "is temperature * max(1 + tau_max - exp(t / decay), tau_min) (1.0 before `warmup`). "
+    "is temperature * max(1 + tau_max - exp(t / decay), tau_min) (1.0 before `warmup`), "
+    "t counting from `offset` (for a rollout resumed from its partial output). "
     "An object sets the schedule (omitted fields take the server defaults), true uses the "
     "server defaults, false turns EAD off for this request. Same as the flat ead_* keys of "
     "vllm_xargs."

@@ -146,3 +146,19 @@ def test_reference_recipe_in_paper_units():
         EADParams.reference_recipe(0, exponent_scale=0)
     with pytest.raises(ValueError):
         EADParams.reference_recipe(-1)
+
+
+def test_ead_offset_shifts_the_schedule_and_is_validated():
+    """``ead_offset``: t of a resumed request or a later turn starts at the offset."""
+    shifted = EADParams.from_extra_args({"ead_decay": 10.0, "ead_offset": 7})
+    plain = EADParams(decay=10.0)
+    assert shifted.offset == 7 and plain.offset == 0
+    assert shifted.temperature_at(3.0) == plain.temperature_at(10.0)
+    assert shifted.to_extra_args()["ead_offset"] == 7
+    assert "ead_offset" not in plain.to_extra_args()  # a 0 offset adds no key
+    assert EADParams.from_extra_args(shifted.to_extra_args()) == shifted
+    assert EADParams(offset=np.int64(4)).offset == 4
+    for bad in (-1, 2.5, True, "3", float("nan")):
+        with pytest.raises(EADParamsError, match="ead_offset") as info:
+            EADParams.from_extra_args({"ead_offset": bad})
+        assert info.value.keys == ("ead_offset",)

@@ -225,7 +225,7 @@ def _post(server: str, body: bytes) -> tuple[int, dict[str, Any]]:
         return exc.code, json.load(exc)
 
 
-EAD_FIELDS = {"tau_max", "tau_min", "decay", "warmup"}
+EAD_FIELDS = {"tau_max", "tau_min", "decay", "warmup", "offset"}
 
 
 def _not_zero(value: Any) -> bool:
@@ -244,6 +244,9 @@ malformed_ead = st.one_of(
     ),
     st.fixed_dictionaries(
         {"warmup": st.one_of(st.integers(max_value=-1), st.floats(), bad_values.filter(_not_zero))}
+    ),
+    st.fixed_dictionaries(
+        {"offset": st.one_of(st.integers(max_value=-1), st.floats(), bad_values.filter(_not_zero))}
     ),
     st.dictionaries(
         st.text(min_size=1, max_size=6).filter(lambda k: k not in EAD_FIELDS),

@@ -80,6 +80,13 @@ def test_ead_object_becomes_flat_xargs(client: TestClient) -> None:
     }
 
 
+def test_ead_object_carries_an_offset(client: TestClient) -> None:
+    body = {"prompt": "1+1=", "ead": {"decay": 500, "offset": 12}}
+    assert received(client.post("/v1/completions", json=body))["vllm_xargs"]["ead_offset"] == 12
+    bad = client.post("/v1/completions", json={"prompt": "x", "ead": {"offset": -1}})
+    assert bad.status_code == 400 and "ead.offset" in bad.text
+
+
 def test_other_xargs_are_kept(client: TestClient) -> None:
     body = {"prompt": "x", "ead": {"decay": 50}, "vllm_xargs": {"foo": "bar"}}
     got = received(client.post("/v1/completions", json=body))
@@ -200,7 +207,7 @@ def test_openapi_documents_the_ead_object(client: TestClient) -> None:
     refs = [s.get("$ref") for s in props["ead"]["anyOf"]]
     assert "#/components/schemas/EADParams" in refs
     ead = schema["components"]["schemas"]["EADParams"]
-    assert set(ead["properties"]) == {"tau_max", "tau_min", "decay", "warmup"}
+    assert set(ead["properties"]) == {"tau_max", "tau_min", "decay", "warmup", "offset"}
 
 
 def test_apply_ead_returns_an_untouched_body_itself() -> None:

@@ -207,6 +207,8 @@ def test_parallel_sampling_children_are_exact_and_distinct(llm, oracle):
         ({"ead_tau_max": 0.5, "ead_tau_min": 0.9}, "ead_tau_min"),
         ({"ead_decay": "fast"}, "ead_decay"),
         ({"ead_taumax": 1.0}, "ead_taumax"),
+        ({"ead_offset": -3}, "ead_offset"),
+        ({"ead_offset": 2.5}, "ead_offset"),
     ],
 )
 def test_bad_extra_args_are_rejected_and_the_engine_keeps_serving(llm, extra_args, key):
@@ -221,6 +223,31 @@ def test_bad_extra_args_are_rejected_and_the_engine_keeps_serving(llm, extra_arg
         use_tqdm=False,
     )
     assert len(ok[0].outputs[0].token_ids) == 5
+
+
+def test_ead_offset_resumes_a_rollout_exactly(llm, oracle):
+    """A rollout cut after m tokens and resent as prompt + those tokens with
+    ``ead_offset=m`` (verl's fully-async resume, a later turn) continues with the
+    tokens and log-probs the uncut request drew: the schedule and the noise key run
+    at t + m."""
+    m, total = 12, 32
+    params = dict(ignore_eos=True, seed=77, logprobs=0)
+    whole = SamplingParams(max_tokens=total, extra_args=EAD_SETS[0], **params)
+    out = llm.generate([PROMPTS[6]], [whole], use_tqdm=False)[0]
+    prompt, tokens = list(out.prompt_token_ids), list(out.outputs[0].token_ids)
+    resumed = SamplingParams(
+        max_tokens=total - m, extra_args={**EAD_SETS[0], "ead_offset": m}, **params
+    )
+    again = llm.generate([{"prompt_token_ids": prompt + tokens[:m]}], [resumed], use_tqdm=False)
+    cont = again[0].outputs[0]
+    assert list(cont.token_ids) == tokens[m:]
+    np.testing.assert_allclose(
+        reported_logprobs(cont), reported_logprobs(out.outputs[0])[m:], atol=1e-4
+    )
+    # the oracle at t + m, and a schedule from t = 0 would not fit
+    check_oracle(oracle, again, [resumed])
+    plain = oracle.logprobs(prompt + tokens[:m], cont.token_ids, resumed, t_offset=-m)
+    assert np.abs(reported_logprobs(cont) - plain).max() > 0.05
 
 
 def test_requests_without_ead_params_never_reach_the_kernel(llm, kernel_calls):

@@ -176,7 +176,8 @@ class Oracle:
         """Log-prob of each output token under vLLM's processed distribution.
 
         ``params`` is the request's ``SamplingParams``; EAD rows use
-        ``T * tau_{t + t_offset}`` (``t_offset`` only serves sensitivity checks).
+        ``T * tau_{t + ead_offset + t_offset}`` (``t_offset`` only serves sensitivity
+        checks).
         ``banned``: token ids that single-token bad words always mask.
         """
         prompt, out = list(prompt_ids), list(output_ids)

@@ -63,6 +63,7 @@ class EADLogitsProcessorV2(LogitsProcessorV2):
         self.tau_min = UvaBackedTensor(n, dtype=torch.float32)
         self.decay = UvaBackedTensor(n, dtype=torch.float32)
         self.warmup = UvaBackedTensor(n, dtype=torch.int64)
+        self.offset = UvaBackedTensor(n, dtype=torch.int64)
         self._dirty = False
 
     @classmethod
@@ -79,12 +80,14 @@ class EADLogitsProcessorV2(LogitsProcessorV2):
             self.tau_min.np[req_idx] = params.tau_min
             self.decay.np[req_idx] = params.decay
             self.warmup.np[req_idx] = params.warmup
+            self.offset.np[req_idx] = params.offset
         self._dirty = True
         return params is not None
 
     def apply_staged_writes(self) -> None:
         if self._dirty:
-            for buf in (self.is_ead, self.tau_max, self.tau_min, self.decay, self.warmup):
+            bufs = (self.is_ead, self.tau_max, self.tau_min, self.decay, self.warmup, self.offset)
+            for buf in bufs:
                 buf.copy_to_uva()
             self._dirty = False
 
@@ -95,10 +98,12 @@ class EADLogitsProcessorV2(LogitsProcessorV2):
     def positions(self, pos: torch.Tensor, expanded_idx_mapping: torch.Tensor) -> torch.Tensor:
         """``t`` of every logits row (int64): generated tokens before the one sampled.
 
-        Rows of a partial prefill (whose sample vLLM discards) are clamped to 0.
+        Rows of a partial prefill (whose sample vLLM discards) are clamped to 0. The
+        request's ``ead_offset`` is added.
         """
         prompt_len = self.prompt_len.gpu[expanded_idx_mapping].to(torch.int64)
-        return torch.clamp_min(pos.to(torch.int64) + 1 - prompt_len, 0)
+        generated = torch.clamp_min(pos.to(torch.int64) + 1 - prompt_len, 0)
+        return generated + self.offset.gpu[expanded_idx_mapping]
 
     def row_schedule(self, pos: torch.Tensor, expanded_idx_mapping: torch.Tensor) -> RowSchedule:
         """The logits rows' positions ``t`` and schedules ([N] device tensors each)."""

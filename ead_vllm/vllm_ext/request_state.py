@@ -89,6 +89,7 @@ class _Static:
     tau_min: np.ndarray
     decay: np.ndarray
     warmup: np.ndarray
+    offset: np.ndarray
     needs_mask: np.ndarray
 
 
@@ -177,6 +178,7 @@ class EADRowTable:
             tau_min=np.array([r.params.tau_min for r in rows], dtype=np.float32),
             decay=np.array([r.params.decay for r in rows], dtype=np.float32),
             warmup=np.array([r.params.warmup for r in rows], dtype=np.int64),
+            offset=np.array([r.params.offset for r in rows], dtype=np.int64),
             needs_mask=np.array([r.needs_mask for r in rows], dtype=bool),
         )
 
@@ -187,7 +189,8 @@ class EADRowTable:
         if self._static is None:
             self._static = self._build_static()
         s = self._static
-        positions = np.fromiter(
+        # t = the tokens this request generated so far, plus its ead_offset
+        positions = s.offset + np.fromiter(
             (len(r.output_ids) for r in s.rows), dtype=np.int64, count=len(s.rows)
         )
         return EADBatchView(
