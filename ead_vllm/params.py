@@ -7,7 +7,7 @@ authors' released recipe (which divides by ``20 * d_s``) into these units.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import numpy as np
@@ -18,6 +18,8 @@ from ead_vllm.schedules import decay_at_step, ead_temperature
 _Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 EXTRA_ARGS_PREFIX = "ead_"
+#: ``extra_args`` key of a request's explicit opt-out (``0``) of an engine's EAD defaults
+EXTRA_ARGS_SWITCH = "ead_enabled"
 # field name -> flat key in SamplingParams.extra_args (flat: vllm_xargs rejects nested objects)
 EXTRA_ARGS_KEYS: dict[str, str] = {
     "tau_max": "ead_tau_max",
@@ -26,6 +28,23 @@ EXTRA_ARGS_KEYS: dict[str, str] = {
     "warmup": "ead_warmup",
     "offset": "ead_offset",
 }
+
+
+def describe_validation_error(
+    exc: ValidationError, name: Callable[[str], str] = str
+) -> tuple[str, tuple[str, ...]]:
+    """One line for a pydantic error of :class:`EADParams`, and the fields it names.
+
+    ``name`` maps a field to how the caller's user spells it (``ead_decay``,
+    ``ead.decay``, ...). Model-level errors (``tau_min`` above ``tau_max``) carry no
+    location; they are about ``tau_min``.
+    """
+    names, parts = [], []
+    for err in exc.errors():
+        field = name(".".join(str(p) for p in err["loc"]) or "tau_min")
+        names.append(field)
+        parts.append(f"{field}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts), tuple(names)
 
 
 class EADParamsError(ValueError):
@@ -97,39 +116,50 @@ class EADParams(BaseModel):
         return flat
 
     @classmethod
-    def from_extra_args(cls, extra_args: Mapping[str, Any] | None) -> EADParams | None:
-        """Parse the ``ead_*`` keys of ``extra_args``; ``None`` when there are none.
+    def from_extra_args(
+        cls, extra_args: Mapping[str, Any] | None, defaults: EADParams | None = None
+    ) -> EADParams | None:
+        """Parse the ``ead_*`` keys of ``extra_args``.
 
-        Other keys are ignored. Missing ``ead_*`` keys take the defaults. An
-        unknown ``ead_*`` key or an invalid value raises :class:`EADParamsError`
-        (a ``ValueError``) whose message and ``keys`` name the flat keys.
+        Without ``ead_*`` keys: ``defaults`` (an engine's EAD defaults; ``None``: not an
+        EAD request). With some: those keys over ``defaults`` (else the model
+        defaults). ``ead_enabled: 0`` opts out of ``defaults`` (``None``), ``1`` asks
+        for them (or the model defaults). Other keys are ignored. An unknown ``ead_*``
+        key, an invalid value, or ``ead_enabled: 0`` beside schedule keys raises
+        :class:`EADParamsError` (a ``ValueError``) whose message and ``keys`` name the
+        flat keys.
         """
-        if not extra_args:
+        ours = {k: v for k, v in (extra_args or {}).items() if str(k).startswith(EXTRA_ARGS_PREFIX)}
+        switch = ours.pop(EXTRA_ARGS_SWITCH, None)
+        if switch is not None and (type(switch) not in (int, bool) or switch not in (0, 1)):
+            raise EADParamsError(
+                f"{EXTRA_ARGS_SWITCH} must be 0 or 1, got {switch!r}", (EXTRA_ARGS_SWITCH,)
+            )
+        if switch is not None and not switch:
+            if ours:
+                raise EADParamsError(
+                    f"{EXTRA_ARGS_SWITCH}=0 conflicts with {', '.join(sorted(ours))}",
+                    (EXTRA_ARGS_SWITCH,),
+                )
             return None
-        ours = {k: v for k, v in extra_args.items() if str(k).startswith(EXTRA_ARGS_PREFIX)}
         if not ours:
-            return None
+            return (defaults or cls()) if switch else defaults
+        base = defaults.model_dump() if defaults is not None else {}
         by_key = {key: name for name, key in EXTRA_ARGS_KEYS.items()}
         unknown = sorted(k for k in ours if k not in by_key)
         if unknown:
             raise EADParamsError(
                 f"unknown EAD argument(s) {', '.join(unknown)}; "
-                f"known: {', '.join(EXTRA_ARGS_KEYS.values())}",
+                f"known: {', '.join((*EXTRA_ARGS_KEYS.values(), EXTRA_ARGS_SWITCH))}",
                 tuple(unknown),
             )
         try:
-            return cls(**{by_key[k]: v for k, v in ours.items()})
+            return cls(**{**base, **{by_key[k]: v for k, v in ours.items()}})
         except ValidationError as exc:
-            keys: list[str] = []
-            parts: list[str] = []
-            for err in exc.errors():
-                name = str(err["loc"][0]) if err["loc"] else "tau_min"
-                key = EXTRA_ARGS_KEYS.get(name, name)
-                keys.append(key)
-                parts.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
-            raise EADParamsError(
-                "invalid EAD arguments: " + "; ".join(parts), tuple(keys)
-            ) from None
+            message, keys = describe_validation_error(
+                exc, lambda field: EXTRA_ARGS_KEYS.get(field, field)
+            )
+            raise EADParamsError("invalid EAD arguments: " + message, keys) from None
 
     @classmethod
     def reference_recipe(

@@ -20,7 +20,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ead_vllm.params import EXTRA_ARGS_PREFIX, EADParams, EADParamsError
+from ead_vllm.params import (
+    EXTRA_ARGS_PREFIX,
+    EXTRA_ARGS_SWITCH,
+    EADParams,
+    EADParamsError,
+    describe_validation_error,
+)
 
 
 class EADRequestError(ValueError):
@@ -31,15 +37,9 @@ class EADRequestError(ValueError):
         self.param = param
 
 
-def _field(loc: tuple[Any, ...]) -> str:
-    # model-level errors (tau_min > tau_max) carry no location; they are about tau_min
-    return "ead." + (".".join(str(p) for p in loc) or "tau_min")
-
-
 def _validation_error(exc: ValidationError) -> EADRequestError:
-    errors = exc.errors()
-    messages = "; ".join(f"{_field(e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in errors)
-    return EADRequestError(f"invalid 'ead' object: {messages}", _field(errors[0]["loc"]))
+    message, fields = describe_validation_error(exc, lambda field: f"ead.{field}")
+    return EADRequestError(f"invalid 'ead' object: {message}", fields[0])
 
 
 def _params_from_object(obj: dict[str, Any], defaults: EADParams | None) -> EADParams:
@@ -89,6 +89,8 @@ def apply_ead(body: Any, defaults: EADParams | None = None) -> Any:
     if ead is False:
         if ead_keys:
             raise EADRequestError("'ead': false conflicts with ead_* keys in vllm_xargs", "ead")
+        # also opts out of an engine's own defaults (EAD_VLLM_DEFAULTS)
+        body["vllm_xargs"] = {**others, EXTRA_ARGS_SWITCH: 0}
         return body
     if has_object and ead is not None and ead_keys:
         raise EADRequestError(

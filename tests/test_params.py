@@ -162,3 +162,27 @@ def test_ead_offset_shifts_the_schedule_and_is_validated():
         with pytest.raises(EADParamsError, match="ead_offset") as info:
             EADParams.from_extra_args({"ead_offset": bad})
         assert info.value.keys == ("ead_offset",)
+
+
+def test_engine_defaults_fill_in_and_a_request_opts_out():
+    """An engine's EAD defaults: requests without keys get them, keys go over them,
+    ``ead_enabled: 0`` opts out, ``ead_enabled: 1`` asks for them."""
+    defaults = EADParams(tau_max=1.5, tau_min=0.2, decay=300.0, warmup=2)
+    assert EADParams.from_extra_args({}, defaults) == defaults
+    assert EADParams.from_extra_args({"foo": 1}, defaults) == defaults
+    assert EADParams.from_extra_args({"ead_decay": 40}, defaults) == EADParams(
+        tau_max=1.5, tau_min=0.2, decay=40.0, warmup=2
+    )
+    assert EADParams.from_extra_args({"ead_enabled": 0}, defaults) is None
+    assert EADParams.from_extra_args({"ead_enabled": 1}, defaults) == defaults
+    assert EADParams.from_extra_args({"ead_enabled": 1}) == EADParams()
+    assert EADParams.from_extra_args({}) is None  # no defaults: not an EAD request
+    for bad in (2, -1, "0", 0.0):
+        with pytest.raises(EADParamsError, match="ead_enabled") as info:
+            EADParams.from_extra_args({"ead_enabled": bad}, defaults)
+        assert info.value.keys == ("ead_enabled",)
+    with pytest.raises(EADParamsError, match="ead_enabled=0 conflicts with ead_decay"):
+        EADParams.from_extra_args({"ead_enabled": 0, "ead_decay": 5.0}, defaults)
+    # a merge that breaks a rule is reported on the request's key
+    with pytest.raises(EADParamsError, match="ead_tau_min"):
+        EADParams.from_extra_args({"ead_tau_min": 1.9}, defaults)

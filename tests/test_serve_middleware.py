@@ -116,7 +116,9 @@ def test_server_defaults_apply_and_ead_false_opts_out(client_with_defaults: Test
         "ead_warmup": 2,
     }
     off = received(c.post("/v1/completions", json={"prompt": "x", "ead": False}))
-    assert "vllm_xargs" not in off
+    # the explicit opt-out also beats an engine's own defaults (EAD_VLLM_DEFAULTS)
+    assert off["vllm_xargs"] == {"ead_enabled": 0}
+    assert EADParams.from_extra_args(off["vllm_xargs"], EADParams()) is None
     partial = received(c.post("/v1/completions", json={"prompt": "x", "ead": {"decay": 40}}))
     assert partial["vllm_xargs"]["ead_decay"] == 40
     assert partial["vllm_xargs"]["ead_tau_max"] == 1.5
@@ -249,8 +251,11 @@ def test_fuzz_apply_ead(ead: Any) -> None:
     except EADRequestError as exc:
         assert exc.param == "ead" or exc.param.startswith("ead.")
         return
-    if ead in (None, False):
+    if ead is None:
         assert "vllm_xargs" not in out
+        return
+    if ead is False:  # an explicit opt-out, also of an engine's own defaults
+        assert out["vllm_xargs"] == {"ead_enabled": 0}
         return
     params = EADParams.from_extra_args(out["vllm_xargs"])
     assert params is not None

@@ -80,6 +80,42 @@ def test_environment_switch_reaches_engines_built_by_other_code(tmp_path_factory
         sampler_of()
 
 
+def test_engine_wide_defaults_are_checked_at_start_up(tmp_path_factory, monkeypatch):
+    from vllm_engine_support import engine_model_dir
+
+    from ead_vllm.params import EADParams
+    from ead_vllm.vllm_ext.config import DEFAULTS_ENV, SAMPLER_ENV, engine_ead_defaults
+    from ead_vllm.vllm_ext.errors import EADConfigError
+
+    model = str(engine_model_dir(tmp_path_factory.mktemp("defaults-model")))
+
+    def config(**kwargs):
+        return EngineArgs(
+            model=model, dtype="float32", max_model_len=128, **kwargs
+        ).create_engine_config()
+
+    ead = {"sampler": "ead", "ead_defaults": {"tau_max": 1.5, "decay": 40}}
+    assert engine_ead_defaults(config(additional_config=ead)) == EADParams(tau_max=1.5, decay=40)
+    monkeypatch.setenv(SAMPLER_ENV, "ead")
+    monkeypatch.setenv(DEFAULTS_ENV, '{"decay": 25, "warmup": 3}')
+    assert engine_ead_defaults(config()) == EADParams(decay=25, warmup=3)
+    assert engine_ead_defaults(config(additional_config=ead)).decay == 40  # explicit wins
+    for bad, words in (
+        ('{"decay": -1}', "decay"),
+        ('{"decay": 5', "not JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"speed": 2}', "speed"),
+    ):
+        monkeypatch.setenv(DEFAULTS_ENV, bad)
+        with pytest.raises(EADConfigError, match=words) as info:
+            config()
+        assert str(info.value).startswith("ead-vllm: ") and "EAD_VLLM_DEFAULTS" in str(info.value)
+    monkeypatch.delenv(SAMPLER_ENV)
+    monkeypatch.setenv(DEFAULTS_ENV, '{"decay": 25}')
+    with pytest.raises(EADConfigError, match="the EAD sampler is off"):
+        config()
+
+
 def test_vllm_serve_parser_has_the_flag():
     from ead_vllm.vllm_ext.seams.serving import make_arg_parser
 

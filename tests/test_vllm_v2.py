@@ -350,6 +350,7 @@ def test_load_model_patch(monkeypatch):
     class FakeEAD:
         def __init__(self, **kwargs):
             self.kwargs = kwargs
+            self.ead = SimpleNamespace(defaults="unset")  # the per-slot EAD stage
 
     monkeypatch.setattr(v2_sampler, "EADSamplerV2", FakeEAD)
     module = fake_runner_module()
@@ -370,6 +371,7 @@ def test_load_model_patch(monkeypatch):
     ead = module.GPUModelRunner(cfg("ead"))
     ead.load_model()
     assert isinstance(ead.sampler, FakeEAD) and ead.sampler.kwargs == {"x": 1}
+    assert ead.sampler.ead.defaults is None  # the engine sets no EAD defaults
     assert module.Sampler is not FakeEAD  # restored after loading
 
     spec = cfg("ead")

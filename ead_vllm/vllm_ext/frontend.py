@@ -13,7 +13,7 @@ from ead_vllm.vllm_ext.config import (
     check_ead_config,
     ead_sampler_enabled,
     sampler_from_env,
-    with_env_sampler,
+    with_env_settings,
 )
 from ead_vllm.vllm_ext.seams.frontend import ARG_UTILS_MODULE, INPUT_PROCESSOR_MODULE
 from ead_vllm.vllm_ext.seams.patching import wrap_once
@@ -77,7 +77,7 @@ def patch_arg_utils(module: ModuleType) -> None:
     def wrap_create_engine_config(create_engine_config: Any) -> Any:
         def patched(self: Any, *args: Any, **kwargs: Any) -> Any:
             # EAD_VLLM_SAMPLER, for engines built by code the user does not control
-            self.additional_config = with_env_sampler(self.additional_config)
+            self.additional_config = with_env_settings(self.additional_config)
             config = create_engine_config(self, *args, **kwargs)
             check_ead_config(config)
             return config
@@ -96,9 +96,10 @@ def patch_input_processor(module: ModuleType) -> None:
         def _validate_params(self: Any, params: Any, *args: Any, **kwargs: Any) -> Any:
             result = original(self, params, *args, **kwargs)
             if ead_sampler_enabled(self.vllm_config) and hasattr(params, "extra_args"):
+                from ead_vllm.vllm_ext.config import engine_ead_defaults
                 from ead_vllm.vllm_ext.validation import parse_ead_params
 
-                parse_ead_params(params)
+                parse_ead_params(params, engine_ead_defaults(self.vllm_config))
             return result
 
         return _validate_params

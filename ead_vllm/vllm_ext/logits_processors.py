@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from vllm.config import VllmConfig
     from vllm.sampling_params import SamplingParams
 
+    from ead_vllm.params import EADParams
+
 
 class EADLogitsProcessorV2(LogitsProcessorV2):
     """Runner-V2 logits processor: EAD rows' logits divided by ``tau_t``.
@@ -64,6 +66,9 @@ class EADLogitsProcessorV2(LogitsProcessorV2):
         self.decay = UvaBackedTensor(n, dtype=torch.float32)
         self.warmup = UvaBackedTensor(n, dtype=torch.int64)
         self.offset = UvaBackedTensor(n, dtype=torch.int64)
+        #: the engine's EAD defaults; set by the sampler override (None in the
+        #: logits-processor mode, where defaults are refused at start-up)
+        self.defaults: EADParams | None = None
         self._dirty = False
 
     @classmethod
@@ -73,7 +78,7 @@ class EADLogitsProcessorV2(LogitsProcessorV2):
     def add_request(self, req_idx: int, sampling_params: SamplingParams) -> bool:
         params = None
         if float(sampling_params.temperature) >= SAMPLING_EPS:
-            params = parse_ead_params(sampling_params)
+            params = parse_ead_params(sampling_params, self.defaults)
         self.is_ead.np[req_idx] = params is not None
         if params is not None:
             self.tau_max.np[req_idx] = params.tau_max

@@ -119,16 +119,20 @@ def needs_mask(sampling_params: Any, vocab_size: int) -> bool:
 
 
 def make_row(
-    sampling_params: Any, output_ids: list[int], rng: random.Random, vocab_size: int
+    sampling_params: Any,
+    output_ids: list[int],
+    rng: random.Random,
+    vocab_size: int,
+    defaults: EADParams | None = None,
 ) -> EADRow | None:
     """The :class:`EADRow` of a request entering the batch, or ``None`` for a non-EAD row.
 
     Greedy requests (temperature below vLLM's epsilon) are never EAD rows:
-    the schedule cannot change an argmax.
+    the schedule cannot change an argmax. ``defaults``: the engine's EAD defaults.
     """
     if sampling_params is None or float(sampling_params.temperature) < SAMPLING_EPS:
         return None
-    params = EADParams.from_extra_args(sampling_params.extra_args)
+    params = EADParams.from_extra_args(sampling_params.extra_args, defaults)
     if params is None:
         return None
     return EADRow(
@@ -142,8 +146,12 @@ def make_row(
 class EADRowTable:
     """Row index -> :class:`EADRow`, kept in step with vLLM's ``BatchUpdate``s."""
 
-    def __init__(self, vocab_size: int, seed: int | None) -> None:
+    def __init__(
+        self, vocab_size: int, seed: int | None, defaults: EADParams | None = None
+    ) -> None:
         self.vocab_size = vocab_size
+        #: the engine's EAD defaults (requests without ead_* keys), if any
+        self.defaults = defaults
         self.rows: dict[int, EADRow] = {}
         self.batch_size = 0
         self._rng = random.Random(seed)
@@ -160,7 +168,7 @@ class EADRowTable:
             self.rows,
             batch_update,
             lambda params, _prompt, output_ids: make_row(
-                params, output_ids, self._rng, self.vocab_size
+                params, output_ids, self._rng, self.vocab_size, self.defaults
             ),
         )
         if changed:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
+from ead_vllm.vllm_ext.config import engine_ead_defaults
 from ead_vllm.vllm_ext.request_state import EADBatchView, EADRowTable
 
 if TYPE_CHECKING:
@@ -26,7 +27,10 @@ class EADBatchState(LogitsProcessor):
 
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
         model_config = vllm_config.model_config
-        self.table = EADRowTable(model_config.get_vocab_size(), model_config.seed)
+        # the sampler override's tracker: the engine's EAD defaults apply
+        self.table = EADRowTable(
+            model_config.get_vocab_size(), model_config.seed, engine_ead_defaults(vllm_config)
+        )
 
     def is_argmax_invariant(self) -> bool:
         return True

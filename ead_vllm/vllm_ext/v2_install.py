@@ -38,6 +38,9 @@ def patch_v2_runner(module: ModuleType) -> None:
                     "(watermarking or a model-specific sampler is configured)"
                 )
             if self.sampler is not None:
+                from ead_vllm.vllm_ext.config import engine_ead_defaults
+
+                self.sampler.ead.defaults = engine_ead_defaults(self.vllm_config)
                 # compile the kernel variants now, not on the first EAD request (the
                 # EAD route hands the kernel a float32 copy of the logits)
                 import torch

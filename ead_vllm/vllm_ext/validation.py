@@ -11,14 +11,15 @@ from typing import Any
 from ead_vllm.params import EADParams, EADParamsError
 
 
-def parse_ead_params(sampling_params: Any) -> EADParams | None:
-    """The request's :class:`EADParams`, or ``None`` when it carries no ``ead_*`` key.
+def parse_ead_params(sampling_params: Any, defaults: EADParams | None = None) -> EADParams | None:
+    """The request's :class:`EADParams` (its ``ead_*`` keys over the engine's ``defaults``),
+    or ``None`` for a request that is not annealed (see ``EADParams.from_extra_args``).
 
     Raises ``vllm.exceptions.VLLMValidationError`` (HTTP 400
     in the server) whose message and ``parameter`` name the offending key.
     """
     try:
-        return EADParams.from_extra_args(getattr(sampling_params, "extra_args", None))
+        return EADParams.from_extra_args(getattr(sampling_params, "extra_args", None), defaults)
     except EADParamsError as exc:
         from vllm.exceptions import VLLMValidationError
 
