@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 from ead_vllm.kernels import EADSample, ead_sample
-from test_kernels_reference import (
+from statistics_support import (
     ALPHA,
     PHASES,
     SCHEDULE,

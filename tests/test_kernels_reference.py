@@ -1,7 +1,6 @@
 """The shared noise and the torch reference sampler, checked by hand.
 
-Statistical tests use fixed seeds and alpha = 1e-3 (a correct sampler fails
-one of them with probability 1e-3; with fixed seeds the outcome is fixed).
+Statistical tests use :mod:`statistics_support` (fixed seeds, alpha = 1e-3).
 """
 
 from __future__ import annotations
@@ -14,10 +13,17 @@ import torch
 from ead_vllm.kernels import ead_sample, noise
 from ead_vllm.kernels.schedule import effective_temperature
 from scipy import stats
+from statistics_support import (
+    ALPHA,
+    PHASES,
+    SCHEDULE,
+    chi_square_pvalue,
+    phase_logits,
+    phase_temperature,
+)
 
 from ead_vllm.schedules import ead_temperature
 
-ALPHA = 1e-3
 M32 = 0xFFFFFFFF
 
 
@@ -172,30 +178,6 @@ def test_temperature_is_the_schedule_in_fp32():
     assert torch.allclose(t.double(), want, rtol=1e-6)
     assert t[:4].tolist() == [1.0, 1.0, 1.0, pytest.approx(2.0 + 1 - math.exp(10 / 300))]
     assert t[-1].item() == pytest.approx(0.2)
-
-
-# Positions 3 (< warmup 10): T = base; 40: mid-anneal (tau 1.28); 10**6: at the floor (0.4).
-PHASES = {"warmup": 3, "mid_anneal": 40, "floor": 10**6}
-SCHEDULE = dict(tau_max=1.5, tau_min=0.4, decay=200.0, warmup=10, base_temperature=0.9)
-
-
-def phase_temperature(position: int) -> float:
-    kw = {k: v for k, v in SCHEDULE.items() if k != "base_temperature"}
-    return SCHEDULE["base_temperature"] * ead_temperature(float(position), **kw)
-
-
-def phase_logits(position: int, vocab: int) -> torch.Tensor:
-    """Logits whose annealed distribution at ``position`` is softmax(0, .35, .7, ...):
-    every bin keeps a healthy expected count, and a wrong temperature shows."""
-    return torch.arange(vocab, dtype=torch.float32) * 0.35 * phase_temperature(position)
-
-
-def chi_square_pvalue(tokens: torch.Tensor, logits: torch.Tensor, temperature: float) -> float:
-    vocab = logits.shape[-1]
-    p = torch.softmax(logits.double() / temperature, -1).numpy()
-    counts = np.bincount(tokens.numpy(), minlength=vocab)
-    assert counts.sum() == tokens.numel() and (p * tokens.numel() >= 5).all()
-    return stats.chisquare(counts, p * tokens.numel()).pvalue
 
 
 @pytest.mark.parametrize("phase", PHASES)

@@ -12,7 +12,6 @@ must report, for every EAD row, the index, the schedule and
 from __future__ import annotations
 
 import random
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ import torch  # noqa: E402
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import LogitsProcessors  # noqa: E402
 from vllm.v1.worker.gpu_input_batch import CachedRequestState, InputBatch  # noqa: E402
-from vllm_engine_support import make_input_batch  # noqa: E402
+from vllm_engine_support import VOCAB, fake_vllm_config, make_input_batch  # noqa: E402
 
 from ead_vllm.params import EADParams  # noqa: E402
 from ead_vllm.vllm_ext.request_state import make_row, request_seed  # noqa: E402
@@ -32,12 +31,7 @@ from ead_vllm.vllm_ext.v1_batch_state import EADBatchState  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 
-VOCAB = 64
 MAX_REQS = 8
-
-
-def fake_vllm_config(seed: int | None = 0) -> SimpleNamespace:
-    return SimpleNamespace(model_config=SimpleNamespace(get_vocab_size=lambda: VOCAB, seed=seed))
 
 
 def new_batch() -> tuple[InputBatch, EADBatchState]:

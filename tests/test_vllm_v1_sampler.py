@@ -18,7 +18,6 @@ pytest.importorskip("vllm.v1.sample.sampler")
 import ead_vllm.kernels as ead_kernels  # noqa: E402
 import torch  # noqa: E402
 from ead_vllm.kernels.schedule import ead_tau  # noqa: E402
-from test_vllm_batch_state import VOCAB, fake_vllm_config  # noqa: E402
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import (  # noqa: E402
     LogitsProcessors,
@@ -27,7 +26,7 @@ from vllm.v1.sample.logits_processor import (  # noqa: E402
 )
 from vllm.v1.sample.sampler import Sampler  # noqa: E402
 from vllm.v1.worker.gpu_input_batch import CachedRequestState  # noqa: E402
-from vllm_engine_support import make_input_batch  # noqa: E402
+from vllm_engine_support import VOCAB, fake_vllm_config, make_input_batch  # noqa: E402
 
 from ead_vllm.params import EADParams  # noqa: E402
 from ead_vllm.vllm_ext.v1_batch_state import EADBatchState  # noqa: E402

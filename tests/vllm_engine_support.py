@@ -109,6 +109,20 @@ def ead_sampler_class() -> type:
     return EADSamplerV1
 
 
+# ------------------------------------------------------------ constructed batches
+
+VOCAB = 64  # the vocabulary of the constructed batches
+
+
+def fake_vllm_config(seed: int | None = 0) -> Any:
+    """The part of a ``VllmConfig`` the EAD batch tracker reads (vocabulary, engine seed)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        model_config=SimpleNamespace(get_vocab_size=lambda: VOCAB, seed=seed), additional_config={}
+    )
+
+
 def make_input_batch(**kwargs: Any) -> Any:
     """Runner V1's ``InputBatch`` built with ``kwargs``, on any supported vLLM.
 
