@@ -26,7 +26,12 @@ from vllm_engine_support import RUNNER
 
 from ead_vllm.toy import problems
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.live_engine]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.vllm,
+    pytest.mark.live_engine,
+    pytest.mark.other_process,
+]
 
 EAD = {"tau_max": 1.2, "tau_min": 0.1, "decay": 8}
 MODEL = "ead-toy"
@@ -275,13 +280,18 @@ def _server_rss(server_pid: int) -> int:
     return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
 
 
+# requests per client: fewer on runner V2, whose interpreted Triton steps take ~0.5 s
+LOAD_ROUNDS = 10 if RUNNER == "v1" else 3
+
+
 def test_load_32_clients_mixed_ead(server: str) -> None:
-    """32 concurrent clients x 10 requests, half EAD: zero errors, RSS growth bounded."""
+    """32 concurrent clients x LOAD_ROUNDS requests, half EAD: zero errors, RSS growth
+    bounded."""
     pid = SERVER_PIDS[server]
 
     async def one_client(aclient: openai.AsyncOpenAI, i: int) -> int:
         errors = 0
-        for j in range(10):
+        for j in range(LOAD_ROUNDS):
             extra = {"ead": EAD} if (i + j) % 2 else {}
             try:
                 r = await aclient.completions.create(
@@ -308,7 +318,8 @@ def test_load_32_clients_mixed_ead(server: str) -> None:
     elapsed = time.perf_counter() - t0
     after = _server_rss(pid)
     print(
-        f"load: 320 requests in {elapsed:.1f}s, RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MiB"
+        f"load: {32 * LOAD_ROUNDS} requests in {elapsed:.1f}s, "
+        f"RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MiB"
     )
     assert sum(errors) == 0
     assert after - before < 200 * 2**20, (before, after)

@@ -26,7 +26,12 @@ from vllm_engine_support import (  # noqa: E402
     run_support_script,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.live_engine]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.vllm,
+    pytest.mark.live_engine,
+    pytest.mark.other_process,
+]
 
 
 def test_spawned_engine_core_uses_the_ead_sampler(tmp_path_factory):
