@@ -78,9 +78,10 @@ def test_stock_sampling_tail_has_one_shape_per_version_and_the_others_differ() -
         assert sum(shape.fits(version) for shape in v2_stock_sampling.SHAPES) == 1, version
     shape = v2_stock_sampling.shape_for(RELEASE)
     assert mismatches(shape.expected(RELEASE)) == []
-    for other in v2_stock_sampling.SHAPES:
-        if other is not shape:  # the adapter is not a no-op here
-            assert mismatches(other.expected(RELEASE)), other.name
+    # the choice matters here: some other shape's signatures do not fit this release
+    # (0.30.0 still has 0.29.0's functions, so the inline shape fits there too)
+    others = [s for s in v2_stock_sampling.SHAPES if s is not shape]
+    assert any(mismatches(other.expected(RELEASE)) for other in others)
 
 
 def test_v2_arguments_are_read_by_name() -> None:
