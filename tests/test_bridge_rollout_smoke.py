@@ -62,7 +62,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.vllm,
     pytest.mark.live_engine,
-    pytest.mark.other_process,
     pytest.mark.timeout(900),
 ]
 

@@ -30,7 +30,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.vllm,
     pytest.mark.live_engine,
-    pytest.mark.other_process,
 ]
 
 EAD = {"tau_max": 1.2, "tau_min": 0.1, "decay": 8}

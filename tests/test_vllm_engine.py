@@ -27,7 +27,12 @@ from vllm_engine_support import (  # noqa: E402
     shutdown_llm,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.live_engine]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.vllm,
+    pytest.mark.live_engine,
+    pytest.mark.v2_every_release,
+]
 
 TOL = 1e-3
 # the toy model is unsure about these (out-of-task text, unfinished problems)

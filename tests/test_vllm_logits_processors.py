@@ -27,7 +27,12 @@ from vllm_engine_support import (  # noqa: E402
     stock_sampler_class,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.live_engine]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.vllm,
+    pytest.mark.live_engine,
+    pytest.mark.v2_every_release,
+]
 
 if RUNNER == "v2":
     from ead_vllm.vllm_ext.seams.versions import V2_LOGITS_PROCESSORS, installed_release

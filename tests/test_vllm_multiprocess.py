@@ -30,7 +30,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.vllm,
     pytest.mark.live_engine,
-    pytest.mark.other_process,
 ]
 
 
