@@ -44,6 +44,16 @@ def test_every_seam_of_the_runner_fits(runner: str) -> None:
     assert mismatches(expectations) == []
 
 
+def test_the_v2_install_seams_fit() -> None:
+    """What runner V2's install relies on (checked when a runner loads): load_model, the
+    runner module's Sampler name, and from 0.34.0 the standalone CPU runner."""
+    from ead_vllm.vllm_ext.seams import v2_runner
+
+    checks = v2_runner.expected(RELEASE)
+    assert len(checks) == (3 if versions.STANDALONE_CPU_RUNNER.holds(RELEASE) else 2)
+    assert mismatches(checks) == []
+
+
 def test_v2_shape_is_the_one_named_for_this_version() -> None:
     shape = v2_seam.current()
     assert RELEASE in shape.versions

@@ -28,6 +28,7 @@ def patch_v2_runner(module: ModuleType) -> None:
             if not ead_sampler_enabled(self.vllm_config):
                 return original(self, *args, **kwargs)
             check_ead_config(self.vllm_config, runner="v2")
+            _check_runner_seams()
             from ead_vllm.vllm_ext.v2_sampler import EADSamplerV2
 
             with v2_runner.sampler_class_replaced(module, EADSamplerV2):
@@ -54,6 +55,23 @@ def patch_v2_runner(module: ModuleType) -> None:
         return load_model
 
     wrap_once(v2_runner.runner_class(module), "load_model", wrap)
+
+
+def _check_runner_seams() -> None:
+    # what the install itself relies on; checked here, where the runner module is loaded
+    from ead_vllm.vllm_ext.errors import UnsupportedVLLMError
+    from ead_vllm.vllm_ext.seams.gate import way_out
+    from ead_vllm.vllm_ext.seams.signature import mismatches
+    from ead_vllm.vllm_ext.seams.versions import installed_release, installed_vllm_version
+
+    wrong = mismatches(v2_runner.expected(installed_release()))
+    if wrong:
+        found = installed_vllm_version()
+        raise UnsupportedVLLMError(
+            f"sampler='ead' does not start on vLLM {found}: runner V2's model runner does not "
+            f"have the shape ead-vllm was written for: {'; '.join(wrong)}",
+            way_out=way_out(found),
+        )
 
 
 def patch_standalone_cpu_runner(module: ModuleType) -> None:
