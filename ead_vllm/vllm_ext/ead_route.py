@@ -31,10 +31,6 @@ class RowSchedule(NamedTuple):
         """``tau_t`` of each row, [N] fp32, by the kernels' one definition (``ead_tau``)."""
         return ead_tau(**self._asdict())
 
-    def select(self, rows: torch.Tensor) -> RowSchedule:
-        """The schedule of the rows ``rows`` ([M] int64 indices into the N rows)."""
-        return RowSchedule(*(field[rows] for field in self))
-
 
 def sample_ead_rows(
     logits: torch.Tensor,

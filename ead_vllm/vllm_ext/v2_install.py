@@ -59,19 +59,10 @@ def patch_v2_runner(module: ModuleType) -> None:
 
 def _check_runner_seams() -> None:
     # what the install itself relies on; checked here, where the runner module is loaded
-    from ead_vllm.vllm_ext.errors import UnsupportedVLLMError
-    from ead_vllm.vllm_ext.seams.gate import way_out
-    from ead_vllm.vllm_ext.seams.signature import mismatches
+    from ead_vllm.vllm_ext.seams.gate import require_seams
     from ead_vllm.vllm_ext.seams.versions import installed_release, installed_vllm_version
 
-    wrong = mismatches(v2_runner.expected(installed_release()))
-    if wrong:
-        found = installed_vllm_version()
-        raise UnsupportedVLLMError(
-            f"sampler='ead' does not start on vLLM {found}: runner V2's model runner does not "
-            f"have the shape ead-vllm was written for: {'; '.join(wrong)}",
-            way_out=way_out(found),
-        )
+    require_seams("v2", installed_vllm_version(), v2_runner.expected(installed_release()))
 
 
 def patch_standalone_cpu_runner(module: ModuleType) -> None:

@@ -96,6 +96,19 @@ def allow_untested() -> bool:
 _passed: set[tuple[Runner, str]] = set()
 
 
+def require_seams(runner: Runner, found: str, checks: tuple[Expectation, ...]) -> None:
+    """Raise :class:`UnsupportedVLLMError` unless every one of ``checks`` (seams of runner
+    ``runner`` in vLLM ``found``) has the shape ead-vllm was written for."""
+    wrong = mismatches(checks)
+    if wrong:
+        raise UnsupportedVLLMError(
+            f"sampler='ead' does not start on vLLM {found}: runner {runner.upper()}'s "
+            f"internals do not have the shape ead-vllm was written for: {'; '.join(wrong)}. "
+            f"Supported: {supported_text()}",
+            way_out=way_out(found),
+        )
+
+
 def check_vllm(runner: Runner, version: str | None = None) -> None:
     """Raise :class:`UnsupportedVLLMError` unless the EAD override can run on this vLLM.
 
@@ -120,15 +133,9 @@ def check_vllm(runner: Runner, version: str | None = None) -> None:
             f"V1). {tail}",
             way_out=way_out(found),
         )
-    wrong = mismatches(expectations(runner, release(found)))
-    if wrong:
-        raise UnsupportedVLLMError(
-            f"{start}: runner {runner.upper()}'s internals do not have the shape ead-vllm "
-            f"was written for: {'; '.join(wrong)}. {tail}",
-            way_out=way_out(found),
-        )
+    checked = expectations(runner, release(found))
+    require_seams(runner, found, checked)
     if untested:
-        checked = expectations(runner, release(found))
         logger.warning(
             "ead-vllm: starting sampler='ead' on vLLM %s, outside the tested set, because "
             "%s=1. Checked: the signatures of all %d vLLM internals runner %s's override "
