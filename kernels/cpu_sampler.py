@@ -37,9 +37,9 @@ import math
 import numba
 import numpy as np
 import torch
-from ead_vllm.kernels.cpu_intrinsics import _F32, _JIT
-from ead_vllm.kernels.cpu_noise import _row_key
-from ead_vllm.kernels.cpu_scan import BLOCK, _scan_chunk
+from ead_vllm.kernels.cpu_intrinsics import F32, JIT_OPTIONS
+from ead_vllm.kernels.cpu_noise import row_key
+from ead_vllm.kernels.cpu_scan import BLOCK, scan_chunk
 from numba import njit, prange
 
 NUM_CHUNKS = 8  # chunks per row when V is large; depends on V only
@@ -48,7 +48,7 @@ _LOG2E64 = 1.4426950408889634
 _LN2 = math.log(2.0)
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT_OPTIONS)
 def _sample_kernel(
     flat,
     row_start,
@@ -78,25 +78,25 @@ def _sample_kernel(
         r = it // n_chunks
         c = it - r * n_chunks
         temp = temps[r]
-        scale_t = _F32(np.float64(_F32(1.0) / temp) * _LOG2E64)
-        scale_b = _F32(np.float64(_F32(1.0) / base_t[r]) * _LOG2E64)
+        scale_t = F32(np.float64(F32(1.0) / temp) * _LOG2E64)
+        scale_b = F32(np.float64(F32(1.0) / base_t[r]) * _LOG2E64)
         lo = c * chunk
         hi = min(vocab, lo + chunk)
         row = flat[row_start[r] + lo : row_start[r] + hi]
         flags = np.empty(BLOCK, np.int32)
         block_max = np.empty((chunk + BLOCK - 1) // BLOCK, np.float32)
         key_bound = np.empty_like(block_max)
-        key = _row_key(seeds[r], positions[r])
+        key = row_key(seeds[r], positions[r])
         # Without base log-probs the base sum is never used: take the cheap branch.
         same = temp == base_t[r] or not need_base
-        res = _scan_chunk(row, lo, scale_t, scale_b, same, key, flags, block_max, key_bound)
+        res = scan_chunk(row, lo, scale_t, scale_b, same, key, flags, block_max, key_bound)
         p_m[r, c], p_bad[r, c], p_z[r, c], p_s[r, c], p_z0[r, c], p_best[r, c], p_tok[r, c] = res
 
     for r in prange(n_rows):
         temp = temps[r]
-        inv_t64 = np.float64(_F32(1.0) / temp)
-        inv_b64 = np.float64(_F32(1.0) / base_t[r])
-        m = _F32(-np.inf)
+        inv_t64 = np.float64(F32(1.0) / temp)
+        inv_b64 = np.float64(F32(1.0) / base_t[r])
+        m = F32(-np.inf)
         bad = 0
         for c in range(n_chunks):
             bad |= p_bad[r, c]

@@ -22,13 +22,14 @@ noise does not depend on V: tokens past V simply do not exist (``J_b`` may
 point at one).
 
 Exponential variates: ``Exp(h) = -log1p(-w(h))`` with
-``w = (h + 0.5) / 2**32`` rounded once to fp32 and capped at ``1 - 2**-24``.
-The race is won where E is small (w near 0), where this keeps 2**-32
-resolution; ``w`` is computed as
-``(float(h >> 8) + (float(h & 0xFF) + 0.5) * 2**-8) * 2**-24`` in fp32, where
-every step is exact except one round-to-nearest-even addition, so any IEEE
-backend gets the same bits. ``log1p`` may differ in the last bit between
-backends, which changes a token only at floating-point near-ties.
+``w = (h + 0.5) / 2**32`` rounded once to fp32 and capped at
+``W_MAX = 1 - 2**-24``. The race is won where E is small (w near 0), where
+this keeps 2**-32 resolution; ``w`` is computed as
+``(float(h >> 8) + (float(h & 0xFF) + 0.5) * 2**-8) * 2**-24`` in fp32
+(``W_LOW_SCALE``, ``W_HIGH_SCALE``), where every step is exact except one
+round-to-nearest-even addition, so any IEEE backend gets the same bits.
+``log1p`` may differ in the last bit between backends, which changes a token
+only at floating-point near-ties.
 
 Hashes (arithmetic modulo 2**32; seed and position are 64-bit two's complement)::
 
@@ -59,8 +60,15 @@ MASK32 = 0xFFFFFFFF
 NOISE_BLOCK = 256  # tokens per noise block (a power of two)
 NOISE_BLOCK_SHIFT = 8
 
-# Largest fp32 below 1: keeps E = -log1p(-w) finite (<= 24 ln 2).
-W_MAX = 1.0 - 2.0**-24
+# The two scales of w = (float(h >> 8) + (float(h & 0xFF) + 0.5) * W_LOW_SCALE) * W_HIGH_SCALE.
+# h >> 8 has 24 bits, an fp32 significand, and W_HIGH_SCALE maps it onto [0, 1);
+# W_LOW_SCALE puts the low byte (+ 0.5, the middle of the hash's 2**-32 interval)
+# 8 bits below it. Powers of two, so both products are exact in fp32 and the
+# addition is the one rounding: every IEEE backend gets the same bits.
+W_LOW_SCALE = 2.0**-8
+W_HIGH_SCALE = 2.0**-24
+# Largest fp32 below 1, one high-part step below it: keeps E = -log1p(-w) finite (<= 24 ln 2).
+W_MAX = 1.0 - W_HIGH_SCALE
 # Bounds of Exp(h) over all hashes: [-log1p(-2**-33), -log(2**-24) = 24 ln 2].
 EXP_MIN = 2.0**-33
 EXP_MAX = 16.6355324
@@ -107,7 +115,7 @@ def uniform_np(h: np.ndarray) -> np.ndarray:
     h = np.asarray(h, dtype=np.uint32)
     hi = (h >> np.uint32(8)).astype(np.float32)
     lo = (h & np.uint32(0xFF)).astype(np.float32) + np.float32(0.5)
-    w = (hi + lo * np.float32(2.0**-8)) * np.float32(2.0**-24)
+    w = (hi + lo * np.float32(W_LOW_SCALE)) * np.float32(W_HIGH_SCALE)
     return np.minimum(w, np.float32(W_MAX))
 
 
@@ -180,7 +188,7 @@ def uniform_torch(h: torch.Tensor) -> torch.Tensor:
     """fp32 ``w`` in (0, 1) from hashes held in int64."""
     hi = (h >> 8).to(torch.float32)
     lo = (h & 0xFF).to(torch.float32) + 0.5
-    w = (hi + lo * 2.0**-8) * 2.0**-24
+    w = (hi + lo * W_LOW_SCALE) * W_HIGH_SCALE
     return torch.clamp(w, max=W_MAX)
 
 
