@@ -178,10 +178,11 @@ def _compile(variants: list, arch: int, out_dir: Path) -> list[dict[str, Any]]:
 def report_current(arch: int, out_dir: Path, rows: int) -> dict[str, Any]:
     import torch
     from ead_vllm.kernels import triton_sampler as ts
+    from ead_vllm.kernels.triton_variants import compile_variants
 
     kernels = []
     for dtype in (torch.float32, torch.bfloat16):
-        variants = ts.compile_variants(dtype, VOCAB, flags=((False, False), (True, True)))
+        variants = compile_variants(dtype, VOCAB, flags=((False, False), (True, True)))
         kernels += _compile(variants, arch, out_dir)
     visits = _visits_subprocess(rows) if rows > 0 else {}
     n = BATCH * VOCAB

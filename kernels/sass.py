@@ -2,10 +2,10 @@
 
 Triton's own compiler and the ``ptxas``/``cuobjdump`` bundled in the triton
 wheel build a kernel for a target (``GPUTarget("cuda", cc, 32)``) on any
-machine; this module does that for the variants ``triton_sampler`` can
-launch and extracts what the compile checks and the cost model need:
-registers, local memory (spills), and per-element instruction counts on each
-path through a kernel's main loop.
+machine; this module does that for ``Variant`` objects (``triton_variants``
+lists the ones ``triton_sampler`` can launch) and extracts what the compile
+checks and the cost model need: registers, local memory (spills), and
+per-element instruction counts on each path through a kernel's main loop.
 
 Method (used by ``tests/test_kernels_compile.py`` and ``benchmarks/kernel_sass.py``):
 
@@ -101,14 +101,42 @@ def pointer_attrs(fn: Any, aligned: list[str]) -> dict[tuple[int, ...], list]:
     return {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
 
 
+def signature(fn: Any, pointers: dict[str, str]) -> dict[str, str]:
+    """Triton signature of ``fn`` read from its own parameters, in order.
+
+    A ``tl.constexpr`` parameter is ``"constexpr"``, a ``*_ptr`` parameter
+    ``pointers[name]`` or ``"*fp32"``, any other ``"i32"`` (sizes and strides
+    below 2**31, as Triton's JIT types them). A name in ``pointers`` that is
+    not a pointer parameter of ``fn`` raises, so a renamed argument cannot keep
+    a stale type.
+    """
+    _require_compilable(fn)
+    ptrs = {p.name for p in fn.params if not p.is_constexpr and p.name.endswith("_ptr")}
+    stale = sorted(set(pointers) - ptrs)
+    if stale:
+        raise ValueError(f"{fn.__name__} has no pointer argument {stale}")
+    return {
+        p.name: "constexpr"
+        if p.is_constexpr
+        else pointers.get(p.name, "*fp32")
+        if p.name in ptrs
+        else "i32"
+        for p in fn.params
+    }
+
+
+def _require_compilable(fn: Any) -> None:
+    if type(fn).__name__ == "InterpretedFunction":
+        raise RuntimeError("kernels were decorated under TRITON_INTERPRET=1: cannot compile them")
+
+
 def compile_variant(v: Variant, arch: int) -> Compiled:
     """Compile ``v`` for sm_<arch> with Triton and ptxas; raises on a compile error."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    if type(v.fn).__name__ == "InterpretedFunction":
-        raise RuntimeError("kernels were decorated under TRITON_INTERPRET=1: cannot compile them")
+    _require_compilable(v.fn)
     src = ASTSource(v.fn, v.signature, v.constexprs, v.attrs)
     k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": v.num_warps})
     with tempfile.TemporaryDirectory() as tmp:

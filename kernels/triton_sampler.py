@@ -1,6 +1,6 @@
 """Fused EAD sampler for GPUs: a streaming kernel and a per-row race kernel.
 
-``_ead_stream_kernel`` runs on a (row, split) grid and reads each logit
+``ead_stream_kernel`` runs on a (row, split) grid and reads each logit
 once. Per logit it does what the log-sum-exp needs and nothing else: the
 max of its noise block, ``t = (x - m) * log2(e) / T``, ``2**t`` and a sum
 (plus ``e * t`` for the entropy and a second ``2**t`` for the
@@ -8,7 +8,7 @@ base-temperature sum, each only when asked for, as compile-time flags). It
 writes the online max and sums of its slice and the max of every noise
 block of 256 tokens ([B, ceil(V / 256)] floats, 0.4% of the logits' bytes).
 
-``_ead_race_kernel`` (one program per row) merges the slices and runs the
+``ead_race_kernel`` (one program per row) merges the slices and runs the
 exponential race of ``noise.py`` exactly, using the whole row's block
 maxima: every race time of block b is at least ``M_b = Exp(g_b) / 256``, so
 ``(bmax_b - m) log2(e) / T - log2(M_b)`` bounds every race key of the block
@@ -34,7 +34,8 @@ libdevice ``log`` for the race times and ``log Z``, and the approximate
 
 Importing this module imports triton; ``ead_vllm.kernels.api`` does so only
 when the triton backend is used. Set ``TRITON_INTERPRET=1`` before the import
-to run it on CPU tensors (the tests do).
+to run it on CPU tensors (the tests do). ``triton_variants`` lists the
+variants the launcher compiles, for the GPU-less compile checks of ``sass``.
 """
 
 from __future__ import annotations
@@ -68,10 +69,17 @@ _NB = tl.constexpr(noise.NOISE_BLOCK)
 _NB_LOG2 = tl.constexpr(float(noise.NOISE_BLOCK_SHIFT))
 _INV_NB = tl.constexpr(1.0 / noise.NOISE_BLOCK)
 _W_MAX = tl.constexpr(noise.W_MAX)
+_W_LOW_SCALE = tl.constexpr(noise.W_LOW_SCALE)
+_W_HIGH_SCALE = tl.constexpr(noise.W_HIGH_SCALE)
 _LOG2E = tl.constexpr(1.4426950408889634)
 _LN2 = tl.constexpr(0.6931471805599453)
 _NEG_INF = tl.constexpr(float("-inf"))
 _BIG_TOKEN = tl.constexpr(2**31 - 1)
+# The race stops when no unvisited block's bound reaches best - slack, slack =
+# _SLACK_ABS + |best| * _SLACK_REL (log2 units): keys and bounds round
+# differently (~1e-6 relative), and a block must not be skipped on rounding alone.
+_SLACK_ABS = tl.constexpr(2.0**-8)
+_SLACK_REL = tl.constexpr(2.0**-12)
 
 
 @triton.jit
@@ -97,7 +105,7 @@ def _uniform(h):
     # Exact fp32 steps except one rounding (noise.py): the same bits as numpy.
     hi = (h >> 8).to(tl.int32).to(tl.float32)
     lo = (h & 0xFF).to(tl.int32).to(tl.float32) + 0.5
-    w = (hi + lo * 0.00390625) * 5.9604644775390625e-08
+    w = (hi + lo * _W_LOW_SCALE) * _W_HIGH_SCALE
     return tl.minimum(w, _W_MAX)
 
 
@@ -157,13 +165,23 @@ def _tile_stats(
 # Ints that vary with the batch are not specialised (Triton would otherwise compile
 # new variants for B = 1 or B % 16 == 0, a stall on the first such batch).
 @triton.jit(do_not_specialize=["n_rows", "num_splits", "tiles_per_split", "n_blocks"])
-def _ead_stream_kernel(
+def ead_stream_kernel(
+    # [n_rows, vocab] fp32/bf16/fp16 logits, row stride `stride_row` (vLLM may pad
+    # rows), unit column stride (the entry points copy otherwise): vectorised loads.
     logits_ptr,
     stride_row,
     vocab,
+    # [n_rows] fp32 effective temperature T (ead_tau * base, computed once by the
+    # caller: no kernel evaluates the schedule).
     temp_ptr,
+    # [n_rows] fp32 base temperature; read only when NEED_BASE.
     base_ptr,
+    # Output, [4, n_rows, num_splits] fp32 planes m, z, s, z0 of each slice: the race
+    # kernel loads each quantity of a row as one [SPLITS] vector. Planes 2 and 3 are
+    # written only when NEED_ENTROPY / NEED_BASE (and read only then).
     part_ptr,
+    # Output, [n_rows, n_blocks] fp32 max logit of each noise block, row stride
+    # n_blocks: lets the race kernel bound a whole block without re-reading it.
     bmax_ptr,
     n_rows,
     num_splits,
@@ -218,23 +236,34 @@ def _ead_stream_kernel(
 
 
 @triton.jit(do_not_specialize=["n_rows", "num_splits", "n_blocks", "need_base", "need_entropy"])
-def _ead_race_kernel(
+def ead_race_kernel(
+    # The stream kernel's logits; only the visited blocks are re-read (plus the token's logit).
     logits_ptr,
     stride_row,
     vocab,
+    # [n_rows] int64 positions and seeds, the noise key (hashed as two 32-bit halves
+    # each, as noise.py does): a row's noise depends on its own key, never on the batch.
     pos_ptr,
     seed_ptr,
+    # [n_rows] fp32 effective and base temperatures, as the stream kernel read them.
     temp_ptr,
     base_ptr,
+    # The stream kernel's outputs: [4, n_rows, num_splits] slice partials and
+    # [n_rows, n_blocks] block maxima.
     part_ptr,
     bmax_ptr,
     n_rows,
     num_splits,
     n_blocks,
+    # [n_rows] int64 token (0 for a row with NaN/+inf or all -inf logits) and fp32
+    # log-probability at T (NaN for such a row).
     out_tok_ptr,
     out_lp_ptr,
+    # [n_rows] fp32 base log-probability and entropy (nats): written only when
+    # need_base / need_entropy (ead_sample_triton returns None in their place otherwise).
     out_blp_ptr,
     out_h_ptr,
+    # [n_rows] int32 blocks the race re-read: the cost model's input (race_visits).
     out_visits_ptr,
     need_base,
     need_entropy,
@@ -303,8 +332,7 @@ def _ead_race_kernel(
         better = (k_max > best) | ((k_max == best) & (k_tok < best_tok))
         best = tl.where(better, k_max, best)
         best_tok = tl.where(better, k_tok, best_tok)
-        # Slack for rounding in the keys and the bounds (both ~1e-6 relative).
-        thr = best - (0.00390625 + tl.abs(best) * 0.000244140625)
+        thr = best - (_SLACK_ABS + tl.abs(best) * _SLACK_REL)
         visits += tl.sum(ok, axis=0)
 
     tok = tl.where(good, best_tok, 0)
@@ -389,7 +417,7 @@ def _launch(
     out_lp, out_blp, out_h = (torch.empty(n_rows, dtype=torch.float32, device=dev) for _ in "abc")
     if n_rows == 0:
         return out_tok, out_lp, out_blp, out_h, ws
-    _ead_stream_kernel[(n_rows, cfg.num_splits)](
+    ead_stream_kernel[(n_rows, cfg.num_splits)](
         logits,
         logits.stride(0),
         vocab,
@@ -406,7 +434,7 @@ def _launch(
         NEED_ENTROPY=need_entropy,
         num_warps=STREAM_WARPS,
     )
-    _ead_race_kernel[(n_rows,)](
+    ead_race_kernel[(n_rows,)](
         logits,
         logits.stride(0),
         vocab,
@@ -518,124 +546,3 @@ def prepare_triton(device: torch.device, dtype: torch.dtype, vocab_size: int) ->
     Idempotent: a second call for the same triple returns at once.
     """
     _warmed(str(torch.device(device)), dtype, int(vocab_size))
-
-
-# ------------------------------------------------------------------ compile variants
-
-DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-def compile_variants(
-    dtype: torch.dtype,
-    vocab: int,
-    *,
-    flags: tuple[tuple[bool, bool], ...] = (
-        (False, False),
-        (False, True),
-        (True, False),
-        (True, True),
-    ),
-    race: bool = True,
-) -> list:
-    """The kernel variants ``ead_sample_triton`` launches for [B, vocab] logits of ``dtype``.
-
-    One streaming variant per (need_base, need_entropy) pair in ``flags`` and
-    the race kernel for V's block-vector size, with the signature and the
-    16-divisibility Triton's JIT gives contiguous, 16-aligned tensors.
-    Returns ``kernels.sass.Variant`` objects (compile them with
-    ``kernels.sass.compile_variant``, in a process without TRITON_INTERPRET).
-    """
-    from ead_vllm.kernels.sass import Variant, pointer_attrs
-
-    cfg = split_config(vocab)
-    ty = "*" + DTYPE_NAMES[dtype]
-    ints_aligned = ["stride_row", "vocab"] if vocab % 16 == 0 else []
-    stream_sig = {
-        "logits_ptr": ty,
-        "stride_row": "i32",
-        "vocab": "i32",
-        "temp_ptr": "*fp32",
-        "base_ptr": "*fp32",
-        "part_ptr": "*fp32",
-        "bmax_ptr": "*fp32",
-        "n_rows": "i32",
-        "num_splits": "i32",
-        "tiles_per_split": "i32",
-        "n_blocks": "i32",
-        "TILE_BLOCKS": "constexpr",
-        "NEED_BASE": "constexpr",
-        "NEED_ENTROPY": "constexpr",
-    }
-    ptrs = [n for n, t in stream_sig.items() if t.startswith("*")]
-    per_thread = TILE_BLOCKS * NOISE_BLOCK // (32 * STREAM_WARPS)
-    out = []
-    for need_base, need_entropy in flags:
-        out.append(
-            Variant(
-                name=f"stream_{DTYPE_NAMES[dtype]}_base{int(need_base)}_ent{int(need_entropy)}",
-                fn=_ead_stream_kernel,
-                signature=stream_sig,
-                constexprs={
-                    "TILE_BLOCKS": TILE_BLOCKS,
-                    "NEED_BASE": need_base,
-                    "NEED_ENTROPY": need_entropy,
-                },
-                attrs=pointer_attrs(_ead_stream_kernel, ptrs + ints_aligned),
-                num_warps=STREAM_WARPS,
-                elems_per_thread=per_thread,
-                meta={
-                    "dtype": DTYPE_NAMES[dtype],
-                    "need_base": need_base,
-                    "need_entropy": need_entropy,
-                },
-            )
-        )
-    if race:
-        race_sig = {
-            "logits_ptr": ty,
-            "stride_row": "i32",
-            "vocab": "i32",
-            "pos_ptr": "*i64",
-            "seed_ptr": "*i64",
-            "temp_ptr": "*fp32",
-            "base_ptr": "*fp32",
-            "part_ptr": "*fp32",
-            "bmax_ptr": "*fp32",
-            "n_rows": "i32",
-            "num_splits": "i32",
-            "n_blocks": "i32",
-            "out_tok_ptr": "*i64",
-            "out_lp_ptr": "*fp32",
-            "out_blp_ptr": "*fp32",
-            "out_h_ptr": "*fp32",
-            "out_visits_ptr": "*i32",
-            "need_base": "i32",
-            "need_entropy": "i32",
-            "SPLITS": "constexpr",
-            "NBLK": "constexpr",
-            "RACE_BLOCKS": "constexpr",
-        }
-        ptrs = [n for n, t in race_sig.items() if t.startswith("*")]
-        out.append(
-            Variant(
-                name=f"race_{DTYPE_NAMES[dtype]}_nblk{cfg.race_vector}",
-                fn=_ead_race_kernel,
-                signature=race_sig,
-                constexprs={
-                    "SPLITS": MAX_SPLITS,
-                    "NBLK": cfg.race_vector,
-                    "RACE_BLOCKS": RACE_BLOCKS,
-                },
-                attrs=pointer_attrs(_ead_race_kernel, ptrs + ints_aligned),
-                num_warps=race_warps(cfg.race_vector),
-                elems_per_thread=max(
-                    1, RACE_BLOCKS * NOISE_BLOCK // (32 * race_warps(cfg.race_vector))
-                ),
-                meta={"dtype": DTYPE_NAMES[dtype], "race_vector": cfg.race_vector},
-            )
-        )
-    return out
-
-
-# One vocabulary per block-vector size the race kernel can be compiled for.
-RACE_VECTOR_VOCABS = {1024: 151936, 2048: MAX_VOCAB}

@@ -43,7 +43,7 @@ def _import_interpreted_triton_kernels() -> bool:
     os.environ["TRITON_INTERPRET"] = "1"
     try:
         mod = importlib.import_module("ead_vllm.kernels.triton_sampler")
-        if type(mod._ead_stream_kernel).__name__ != "InterpretedFunction":
+        if type(mod.ead_stream_kernel).__name__ != "InterpretedFunction":
             importlib.reload(mod)
     except ImportError:
         return False

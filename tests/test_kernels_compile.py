@@ -1,7 +1,7 @@
 """The Triton kernels compile for real GPUs: sm_80, sm_90, sm_100, every dtype and variant.
 
 No GPU is needed: Triton's compiler and the ptxas bundled in the triton wheel
-build each variant ``triton_sampler.compile_variants`` lists (the ones the
+build each variant ``triton_variants.compile_variants`` lists (the ones the
 wrapper can launch) for each target the bundled ptxas knows, and
 ``cuobjdump`` reports registers and local memory. The compiles run in one
 child process without TRITON_INTERPRET (this session's kernels are
@@ -34,7 +34,7 @@ RACE_MAX_REGS = 128
 _CHILD = r"""
 import json, sys
 import torch
-from ead_vllm.kernels import sass, triton_sampler as ts
+from ead_vllm.kernels import sass, triton_variants as tv
 dtypes = (torch.float32, torch.bfloat16, torch.float16)
 out = []
 for arch in sass.ARCHS:
@@ -43,10 +43,10 @@ for arch in sass.ARCHS:
         continue
     variants = []
     for dt in dtypes:
-        variants += ts.compile_variants(dt, ts.RACE_VECTOR_VOCABS[1024])
-    for nblk, vocab in ts.RACE_VECTOR_VOCABS.items():
+        variants += tv.compile_variants(dt, tv.RACE_VECTOR_VOCABS[1024])
+    for nblk, vocab in tv.RACE_VECTOR_VOCABS.items():
         if nblk != 1024:  # larger block vectors: the race kernel only, fp32
-            variants += ts.compile_variants(torch.float32, vocab, flags=())
+            variants += tv.compile_variants(torch.float32, vocab, flags=())
     for v in variants:
         try:
             c = sass.compile_variant(v, arch)
@@ -92,5 +92,5 @@ def test_no_spills_and_registers_within_occupancy_bounds(matrix):
     assert compiled
     for e in compiled:
         assert e["local_bytes"] == 0, e
-        bound = STREAM_MAX_REGS if e["kernel"] == "_ead_stream_kernel" else RACE_MAX_REGS
+        bound = STREAM_MAX_REGS if e["kernel"] == "ead_stream_kernel" else RACE_MAX_REGS
         assert e["registers"] <= bound, e
