@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ead_vllm.schedules import decay_at_step, ead_temperature
+from ead_vllm.schedules import ead_temperature
 
 _Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -130,8 +130,9 @@ class EADParams(BaseModel):
         flat keys.
         """
         ours = {k: v for k, v in (extra_args or {}).items() if str(k).startswith(EXTRA_ARGS_PREFIX)}
+        given = EXTRA_ARGS_SWITCH in ours  # an explicit null is invalid, not "unset"
         switch = ours.pop(EXTRA_ARGS_SWITCH, None)
-        if switch is not None and (type(switch) not in (int, bool) or switch not in (0, 1)):
+        if given and (type(switch) not in (int, bool) or switch not in (0, 1)):
             raise EADParamsError(
                 f"{EXTRA_ARGS_SWITCH} must be 0 or 1, got {switch!r}", (EXTRA_ARGS_SWITCH,)
             )
@@ -162,18 +163,7 @@ class EADParams(BaseModel):
             raise EADParamsError("invalid EAD arguments: " + message, keys) from None
 
     @classmethod
-    def reference_recipe(
-        cls,
-        step: int = 0,
-        *,
-        tau_max: float = 1.2,
-        tau_min: float = 0.1,
-        d0: float = 25.0,
-        growth: float = 5.0,
-        d_max: float = 40000.0,
-        exponent_scale: float = 20.0,
-        warmup: int = 10,
-    ) -> EADParams:
+    def reference_recipe(cls, step: int = 0, **overrides: Any) -> EADParams:
         """The authors' released EAD recipe at training ``step``, in paper units.
 
         Their code computes ``max(1 + tau_max - exp(t / (20 * d_s)), tau_min)``
@@ -183,14 +173,17 @@ class EADParams(BaseModel):
         ``d_s`` in their units, *before* the x20, so in paper units the recipe
         is ``decay = exponent_scale * min(d0 + growth * step, d_max)``: 500
         tokens at step 0, growing by 100 tokens per step, capped at 800000.
-        The x20 (``exponent_scale``) and the warm-up are explicit arguments
-        here, never a hidden factor. ``tau_max``/``tau_min`` are their
+        The x20 (``exponent_scale``) and the warm-up are explicit fields, never
+        a hidden factor. ``tau_max``/``tau_min`` are their
         ``exploration_temp``/``stability_temp`` (1.2 and 0.1 in their script).
+        ``overrides``: any field of :class:`ead_vllm.step_schedule.StepSchedule`
+        (``tau_max``, ``tau_min``, ``d0``, ``growth``, ``d_max``, ``warmup``,
+        ``exponent_scale``); the preset itself is
+        :data:`ead_vllm.step_schedule.REFERENCE_PRESET`.
         """
-        if isinstance(exponent_scale, bool) or not exponent_scale > 0:
-            raise ValueError(f"exponent_scale must be > 0, got {exponent_scale!r}")
-        decay = exponent_scale * decay_at_step(step, d0=d0, growth=growth, d_max=d_max)
-        return cls(tau_max=tau_max, tau_min=tau_min, decay=decay, warmup=warmup)
+        from ead_vllm.step_schedule import StepSchedule  # it builds EADParams
+
+        return StepSchedule.reference(**overrides).params_at(step)
 
 
 def reference_recipe(step: int = 0, **kwargs: Any) -> EADParams:

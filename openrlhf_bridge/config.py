@@ -10,14 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ead_vllm.params import EADParams
-from ead_vllm.schedules import decay_at_step
+from ead_vllm.step_schedule import REFERENCE_PRESET, StepSchedule
 from openrlhf_bridge.arguments import DEFAULT_TIS_CAP
 from openrlhf_bridge.checks import BridgeFlagError, check_budget, check_ead, check_temperature
 
-# The authors' released recipe (see EADParams.reference_recipe): their d0/growth/d_max
-# are in their own units, which their code multiplies by 20 in the exponent.
-_REFERENCE = {"d0": 25.0, "growth": 5.0, "d_max": 40000.0, "warmup": 10, "exponent_scale": 20.0}
+# Defaults of the schedule's step fields: the authors' preset, else paper units.
+_REFERENCE = REFERENCE_PRESET
 _PAPER = {"growth": 5.0, "d_max": 40000.0, "warmup": 0, "exponent_scale": 1.0}
 
 
@@ -37,33 +35,14 @@ def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-@dataclass(frozen=True)
-class EADConfig:
-    """Resolved EAD settings; :meth:`params_at` gives the per-step schedule."""
+@dataclass(frozen=True, kw_only=True)
+class EADConfig(StepSchedule):
+    """Resolved EAD settings: the step schedule (:meth:`params_at` gives a step's
+    parameters) plus the bridge's preset name, correction and TIS cap."""
 
-    tau_max: float
-    tau_min: float
-    d0: float
-    growth: float
-    d_max: float
-    warmup: int
-    exponent_scale: float
-    preset: str | None
-    correction: str
-    tis_cap: float | None
-
-    def params_at(self, step: int) -> EADParams:
-        """EAD parameters (paper units) for rollouts of global training ``step``.
-
-        ``decay = exponent_scale * min(d0 + growth * step, d_max)``; the scale is 1
-        in paper units and 20 for the authors' recipe (their code's factor).
-        """
-        decay = self.exponent_scale * decay_at_step(
-            step, d0=self.d0, growth=self.growth, d_max=self.d_max
-        )
-        return EADParams(
-            tau_max=self.tau_max, tau_min=self.tau_min, decay=decay, warmup=self.warmup
-        )
+    preset: str | None = None
+    correction: str = "tis"
+    tis_cap: float | None = None
 
 
 @dataclass(frozen=True)
