@@ -20,7 +20,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(FIND_LINKS) -c $(LOCK) "torch==2.13.0+cpu"
-	$(PIP) install -q $(FIND_LINKS) -c $(LOCK) -e ".[cpu,dev,openrlhf-cpu]"
+	$(PIP) install -q $(FIND_LINKS) -c $(LOCK) -e ".[cpu,dev,openrlhf-cpu,trl]"
 	@# OpenRLHF pins vllm==0.29.0 and flash-attn (CUDA only): take it without its deps.
 	$(PIP) install -q $(FIND_LINKS) -c $(LOCK) --no-deps "openrlhf==0.11.2"
 	@# PyPI's torchvision/torchaudio/torchcodec fail to load beside torch+cpu

@@ -39,7 +39,13 @@ def test_eval_writes_table_json_and_png(tmp_path: Path) -> None:
         assert passes[0] == pytest.approx(sum(r["correct"]) / 48)
         assert all(a <= b + 1e-12 for a, b in zip(passes, passes[1:], strict=False))
         assert all(a >= b - 1e-12 for a, b in zip(worsts, worsts[1:], strict=False))
-    assert doc["results"][2]["ead"] == {"tau_max": 1.2, "tau_min": 0.1, "decay": 13.5, "warmup": 0, "offset": 0}
+    assert doc["results"][2]["ead"] == {
+        "tau_max": 1.2,
+        "tau_min": 0.1,
+        "decay": 13.5,
+        "warmup": 0,
+        "offset": 0,
+    }
     assert (tmp_path / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
