@@ -52,14 +52,12 @@ def _params_from_object(obj: dict[str, Any], defaults: EADParams | None) -> EADP
         raise EADRequestError(f"invalid 'ead' object: {exc}", "ead") from None
 
 
-def _params_from_xargs(xargs: dict[str, Any], defaults: EADParams | None) -> EADParams:
-    merged = {**defaults.to_extra_args(), **xargs} if defaults is not None else xargs
+def _params_from_xargs(xargs: dict[str, Any], defaults: EADParams | None) -> EADParams | None:
+    """The ``ead_*`` keys of ``vllm_xargs`` over ``defaults``; ``None``: ``ead_enabled: 0``."""
     try:
-        params = EADParams.from_extra_args(merged)
+        return EADParams.from_extra_args(xargs, defaults)
     except EADParamsError as exc:
         raise EADRequestError(str(exc), f"vllm_xargs.{exc.keys[0]}") from None
-    assert params is not None  # merged holds at least one ead_* key
-    return params
 
 
 def apply_ead(body: Any, defaults: EADParams | None = None) -> Any:
@@ -101,8 +99,13 @@ def apply_ead(body: Any, defaults: EADParams | None = None) -> Any:
         params: EADParams | None = _params_from_object(ead, defaults)
     elif ead is True:
         params = defaults if defaults is not None else EADParams()
+    elif ead is None and ead_keys:
+        params = _params_from_xargs(ead_keys, defaults)
+        if params is None:  # ead_enabled: 0, which also opts out of the engine's defaults
+            body["vllm_xargs"] = {**others, EXTRA_ARGS_SWITCH: 0}
+            return body
     elif ead is None:
-        params = _params_from_xargs(ead_keys, defaults) if ead_keys else defaults
+        params = defaults
     else:
         raise EADRequestError(
             f"'ead' must be an object, true, false or null; got {type(ead).__name__}", "ead"

@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +18,7 @@ import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from serve_support import running_server
 from vllm_engine_support import RUNNER
 
 from ead_vllm.toy import problems
@@ -41,54 +38,13 @@ SERVER_PIDS: dict[str, int] = {}
 SERVER_LOGS: dict[str, Path] = {}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    # as a new user starts it: no KV-cache size, no memory share, no dtype
-    env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
-    cmd = [
-        str(Path(sys.executable).parent / "ead-vllm"),
-        "serve",
-        "--port",
-        str(port),
-        "--max-model-len",
-        "128",
-        "--max-num-seqs",
-        "64",
-        "--enforce-eager",
-    ]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"server did not come up:\n{log.read_text()[-4000:]}")
-        time.sleep(1)
-    SERVER_PIDS[base] = proc.pid
-    SERVER_LOGS[base] = log
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with running_server(log) as (base, pid):
+        SERVER_PIDS[base] = pid
+        SERVER_LOGS[base] = log
+        yield base
 
 
 @pytest.fixture(scope="module")

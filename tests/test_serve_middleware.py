@@ -126,6 +126,30 @@ def test_server_defaults_apply_and_ead_false_opts_out(client_with_defaults: Test
     assert on["vllm_xargs"]["ead_tau_min"] == 0.2
 
 
+def test_the_xargs_switch_opts_out_or_in(
+    client: TestClient, client_with_defaults: TestClient
+) -> None:
+    """``vllm_xargs: {"ead_enabled": 0 | 1}`` (TRL's server mode sends the first for
+    evaluation): opt out, also of the server's defaults, or ask for them."""
+    for c in (client, client_with_defaults):
+        off = c.post("/v1/completions", json={"prompt": "x", "vllm_xargs": {"ead_enabled": 0}})
+        assert received(off)["vllm_xargs"] == {"ead_enabled": 0}
+    on = received(
+        client.post("/v1/completions", json={"prompt": "x", "vllm_xargs": {"ead_enabled": 1}})
+    )
+    assert on["vllm_xargs"] == EADParams().to_extra_args()
+    on = received(
+        client_with_defaults.post(
+            "/v1/completions", json={"prompt": "x", "vllm_xargs": {"ead_enabled": 1}}
+        )
+    )
+    assert on["vllm_xargs"]["ead_tau_min"] == 0.2
+    both = client.post(
+        "/v1/completions", json={"prompt": "x", "vllm_xargs": {"ead_enabled": 0, "ead_decay": 9}}
+    )
+    assert both.status_code == 400 and both.json()["error"]["param"] == "vllm_xargs.ead_enabled"
+
+
 @pytest.mark.parametrize(
     ("ead", "param"),
     [
@@ -263,3 +287,31 @@ def test_fuzz_apply_ead(ead: Any) -> None:
     if isinstance(ead, dict):
         for k, v in ead.items():
             assert getattr(params, k) == v
+
+
+xargs_like = st.dictionaries(
+    st.sampled_from(["ead_tau_max", "ead_tau_min", "ead_decay", "ead_warmup", "ead_offset",
+                     "ead_enabled", "ead_bogus", "seed"]),
+    json_values | st.sampled_from([0, 1, True, False]),
+    max_size=4,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(xargs=xargs_like, with_defaults=st.booleans())
+def test_fuzz_apply_ead_xargs(xargs: dict, with_defaults: bool) -> None:
+    """Any ``vllm_xargs`` either validates (the result parses as the engine will) or
+    raises EADRequestError naming a ``vllm_xargs.`` key: never another exception."""
+    defaults = EADParams(decay=300) if with_defaults else None
+    try:
+        out = apply_ead({"prompt": "x", "vllm_xargs": xargs}, defaults)
+    except EADRequestError as exc:
+        assert exc.param.startswith("vllm_xargs.ead_")
+        return
+    sent = out.get("vllm_xargs", {})
+    assert sent.get("seed", None) == xargs.get("seed")
+    parsed = EADParams.from_extra_args(sent)
+    if xargs.get("ead_enabled") in (0, False):
+        assert parsed is None and sent["ead_enabled"] == 0
+    elif any(k.startswith("ead_") for k in xargs) or with_defaults:
+        assert parsed is not None
