@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from vllm_engine_support import import_trl  # noqa: E402
 
-pytest.importorskip("trl")
+import_trl()
 
 from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig  # noqa: E402

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from vllm_engine_support import import_trl  # noqa: E402
 
-pytest.importorskip("trl")
+import_trl()
 
 from serve_support import running_server  # noqa: E402
 from trl.generation.vllm_client import VLLMClient  # noqa: E402

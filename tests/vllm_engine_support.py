@@ -401,3 +401,21 @@ if __name__ == "__main__":
     import sys
 
     {"stock": _stock_main, "ead-multiprocess": _multiprocess_main}[sys.argv[1]](sys.argv[2])
+
+
+def import_trl() -> None:
+    """Import TRL (skipping the calling module without it), keeping vLLM's log level.
+
+    TRL's import sets ``VLLM_LOGGING_LEVEL=ERROR`` for the process unless it is set
+    (``trl/_compat.py``). Every engine started later in the session, in this process
+    or a child (servers, engine cores, Ray workers), would then drop the INFO lines
+    other tests read, ead-vllm's "EAD sampler installed on model runner ..." included.
+    """
+    before = os.environ.get("VLLM_LOGGING_LEVEL")
+    import pytest
+
+    pytest.importorskip("trl")
+    if before is None:
+        os.environ.pop("VLLM_LOGGING_LEVEL", None)
+    else:
+        os.environ["VLLM_LOGGING_LEVEL"] = before
