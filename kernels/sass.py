@@ -7,7 +7,7 @@ lists the ones ``triton_sampler`` can launch) and extracts what the compile
 checks and the cost model need: registers, local memory (spills), and
 per-element instruction counts on each path through a kernel's main loop.
 
-Method (used by ``tests/test_kernels_compile.py`` and ``benchmarks/kernel_sass.py``):
+Method (used by ``tests/kernels/test_kernels_compile.py`` and ``benchmarks/kernel_sass.py``):
 
 * ``cuobjdump --dump-resource-usage`` gives ``REG`` (registers per thread)
   and ``LOCAL``/``STACK`` (bytes of local memory per thread: spills and

@@ -4,7 +4,7 @@
 [B, V] logits of a dtype: the streaming kernel for each (need_base,
 need_entropy) pair and the race kernel for V's block-vector size, as
 ``sass.Variant`` objects that ``sass.compile_variant`` builds for
-``GPUTarget("cuda", arch, 32)`` (``tests/test_kernels_compile.py``,
+``GPUTarget("cuda", arch, 32)`` (``tests/kernels/test_kernels_compile.py``,
 ``benchmarks/kernel_sass.py``). Each signature is read from the kernel's own
 parameter list (``sass.signature``); only the pointers that are not fp32 are
 named here, and a name that no longer matches a kernel argument raises. The

