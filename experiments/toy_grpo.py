@@ -50,7 +50,7 @@ from ead_vllm.controllers import EntropyTemperatureController, RolloutBudgetAllo
 from ead_vllm.countdown import MAX_NEW_TOKENS, model_path, problems, reward  # noqa: E402
 from ead_vllm.evaluation.metrics import pass_at_k, worst_at_k  # noqa: E402
 from ead_vllm.params import EADParams  # noqa: E402
-from ead_vllm.schedules import decay_at_step  # noqa: E402
+from ead_vllm.step_schedule import StepSchedule  # noqa: E402
 from openrlhf_bridge.actor import masked_entropy_sum, row_temperatures  # noqa: E402
 from openrlhf_bridge.advantages import group_ids, group_relative_rewards  # noqa: E402
 from openrlhf_bridge.arguments import DEFAULT_TIS_CAP  # noqa: E402
@@ -410,6 +410,13 @@ def run(llm: Any, arm: Arm, seed: int, settings: Settings, checkpoint: Path) -> 
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
     loss_fn = make_loss(arm, settings)
     pool = problems(settings.train_problems, seed=seed, split="train")
+    schedule = StepSchedule(
+        tau_max=settings.tau_max,
+        tau_min=settings.tau_min,
+        d0=settings.d0,
+        growth=settings.growth,
+        d_max=settings.d_max,
+    )
     budget = (
         RolloutBudgetAllocator(
             settings.samples_per_prompt,
@@ -446,17 +453,7 @@ def run(llm: Any, arm: Arm, seed: int, settings: Settings, checkpoint: Path) -> 
         ids, order = order[: settings.prompts_per_step], order[settings.prompts_per_step :]
         counts = budget.allocate(ids) if budget else [settings.samples_per_prompt] * len(ids)
         temperature = controller.temperature if controller else 1.0
-        ead = (
-            EADParams(
-                tau_max=settings.tau_max,
-                tau_min=settings.tau_min,
-                decay=decay_at_step(
-                    step, d0=settings.d0, growth=settings.growth, d_max=settings.d_max
-                ),
-            )
-            if arm.ead
-            else None
-        )
+        ead = schedule.params_at(step) if arm.ead else None
         load_into_engine(llm, model)
         outputs = generate(
             llm,
