@@ -28,7 +28,8 @@ def apply_top_k_top_p(
 
 # top-p looks at this many of a row's largest entries, in turn; a row that none
 # decides (their mass stays below top_p) takes vLLM's full sort. On [256, 151936]
-# fp32 here: topk 256 ~50 ms, topk 4096 ~200 ms, a full sort ~1,800 ms.
+# fp32 on the project's 2-core x86 CPU machine (docs/sampling.md): topk 256 ~50 ms,
+# topk 4096 ~200 ms, a full sort ~1,800 ms.
 TOP_P_CANDIDATES = (256, 4096)
 
 
