@@ -1,6 +1,6 @@
 """The no-fork mode on runner V1: :class:`EADLogitsProcessor` (see :mod:`.logits_processors`).
 
-Runner V1 exists in vLLM 0.29.0-0.33.0 only (:data:`~.seams.versions.RUNNER_V1`);
+Runner V1 exists up to vLLM 0.33.0 only (:data:`~.seams.versions.RUNNER_V1`);
 this module imports its logits-processor interface, so nothing imports it on
 vLLM 0.34.0 and later (``logits_processors.EADLogitsProcessor`` refuses there).
 """

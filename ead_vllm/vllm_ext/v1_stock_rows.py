@@ -20,7 +20,7 @@ draws it for the *whole* batch, and each row gets its own slice:
 * ``"exp"`` (the native sampler, used on GPU with processed log-probs or
   per-request seeds): an exponential tensor of the batch's full [B, V] shape,
   the non-EAD rows take their rows of it;
-* ``"full"`` (vLLM 0.29-0.31 on CPU, whose unseeded draw happens inside a
+* ``"full"`` (vLLM 0.27-0.31 on CPU, whose unseeded draw happens inside a
   ``torch.compile``d graph; FlashInfer, XPU, ROCm samplers): stock
   ``Sampler.sample`` on the whole batch, keeping the non-EAD rows. Exact, at
   stock vLLM's cost for the EAD rows too.
@@ -36,7 +36,7 @@ from ead_vllm.vllm_ext.ead_masks import min_p_mask_
 from ead_vllm.vllm_ext.request_state import SAMPLING_EPS
 from ead_vllm.vllm_ext.seams import v1_sampler as v1_seam
 from ead_vllm.vllm_ext.seams import v1_stock_sampling as stock_seam
-from ead_vllm.vllm_ext.seams.v1_stock_sampling import cpu_noise_is_splitmix
+from ead_vllm.vllm_ext.seams.v1_stock_sampling import cpu_draws_exponential, cpu_noise_is_splitmix
 from ead_vllm.vllm_ext.seams.versions import installed_release
 
 # runner V1's internals, through their seams (checked by the start-up gate)
@@ -109,10 +109,10 @@ def draw_stock_noise(sampler: Sampler, metadata: SamplingMetadata, logits: torch
         _exponential_noise(
             sampler, metadata, logits.new_empty(logits.shape, dtype=torch.float32), []
         )
-    elif _cpu_draws_full_exponential(sampler, metadata):
-        # vLLM's CPU sampler with seeded rows (0.29-0.31) or fp64 noise (every
-        # version) skips its compiled graph and draws a [B, V] exponential from the
-        # global generator whatever the seeded share; EAD rows' own generators stay
+    elif _cpu_draws_full_exponential(sampler, metadata, logits.shape[0]):
+        # vLLM's CPU sampler with seeded rows (0.29-0.31: any; 0.27/0.28: every row)
+        # or fp64 noise (every version) skips its compiled graph and draws a [B, V]
+        # exponential from the global generator; EAD rows' own generators stay
         # untouched, as everywhere
         topk_topp = sampler.topk_topp_sampler
         like = logits.new_empty(logits.shape, dtype=torch.float32)
@@ -121,11 +121,13 @@ def draw_stock_noise(sampler: Sampler, metadata: SamplingMetadata, logits: torch
     # sampler); later unseeded rows get other, equally distributed noise than stock's
 
 
-def _cpu_draws_full_exponential(sampler: Sampler, metadata: SamplingMetadata) -> bool:
+def _cpu_draws_full_exponential(
+    sampler: Sampler, metadata: SamplingMetadata, batch_size: int
+) -> bool:
     topk_topp = sampler.topk_topp_sampler
     forward = getattr(topk_topp.forward, "__func__", None)
-    return forward is TopKTopPSampler.forward_cpu and bool(
-        metadata.generators or topk_topp.use_fp64_gumbel
+    return forward is TopKTopPSampler.forward_cpu and cpu_draws_exponential(
+        installed_release(), len(metadata.generators), batch_size, topk_topp.use_fp64_gumbel
     )
 
 

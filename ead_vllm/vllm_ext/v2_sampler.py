@@ -53,7 +53,7 @@ class EADSamplerV2(Sampler):
         self.backend = backend
 
     def add_request(self, *args: Any, **kwargs: Any) -> None:
-        # (req_idx, sampling_params); vLLM 0.29/0.30 pass (req_idx, prompt_len, sampling_params)
+        # (req_idx, sampling_params); vLLM 0.27-0.30 pass (req_idx, prompt_len, sampling_params)
         super().add_request(*args, **kwargs)
         self.ead.add_request(*self.ead_shape.add_request_arguments(args, kwargs))
 
@@ -62,9 +62,9 @@ class EADSamplerV2(Sampler):
         self.ead.apply_staged_writes()
 
     def sample(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        # vLLM's arguments (logits, expanded_idx_mapping, idx_mapping, idx_mapping_np, pos,
-        # input_ids, expanded_local_pos, [seq_lens_upper_bound_np from 0.31,]
-        # return_logprobs), read by name through the seam
+        # vLLM's arguments (logits, expanded_idx_mapping, [idx_mapping from 0.28,]
+        # idx_mapping_np, pos, input_ids, expanded_local_pos, [seq_lens_upper_bound_np
+        # from 0.31,] return_logprobs), read by name through the seam
         call = self.ead_shape.sample_call(args, kwargs)
         return_logprobs = call.return_logprobs
         is_ead = self.ead.is_ead.np[call.idx_mapping_np]
@@ -75,7 +75,7 @@ class EADSamplerV2(Sampler):
         logits = torch.empty_like(call.logits, dtype=torch.float32).copy_(call.logits)
         logits = self.ead_shape.processors(self, logits, call)
 
-        want_processed = self.return_sampling_mask or (
+        want_processed = v2_seam.returns_sampling_mask(self) or (
             return_logprobs and self.logprobs_mode in PROCESSED_LOGPROBS_MODES
         )
         batch, device = logits.shape[0], logits.device
@@ -156,12 +156,13 @@ def _subset(ctx: LogitsContext, rows_np: np.ndarray, rows: torch.Tensor) -> Logi
     """The context of the logits rows ``rows`` (one logits row per request: no drafts)."""
     return LogitsContext(
         expanded_idx_mapping=ctx.expanded_idx_mapping[rows],
-        idx_mapping=ctx.idx_mapping[rows],
+        # vLLM 0.27 has none
+        idx_mapping=None if ctx.idx_mapping is None else ctx.idx_mapping[rows],
         idx_mapping_np=ctx.idx_mapping_np[rows_np],
         expanded_local_pos=ctx.expanded_local_pos[rows],
         input_ids=ctx.input_ids[rows],
         pos=ctx.pos[rows],
-        # vLLM 0.29/0.30 have none
+        # vLLM 0.27-0.30 have none
         seq_lens_upper_bound_np=None
         if ctx.seq_lens_upper_bound_np is None
         else ctx.seq_lens_upper_bound_np[rows_np],

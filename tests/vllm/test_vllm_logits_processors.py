@@ -34,8 +34,8 @@ if RUNNER == "v2":
 
     if not V2_LOGITS_PROCESSORS.holds(installed_release()):
         pytest.skip(
-            "runner V2 of vLLM 0.29/0.30 has no logits-processor API (it ignores "
-            "--logits-processors)",
+            f"runner V2 of vLLM {installed_release()} has no logits-processor API (0.31.0 "
+            "added it; before, runner V2 ignores --logits-processors)",
             allow_module_level=True,
         )
 

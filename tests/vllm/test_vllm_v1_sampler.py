@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import pytest
 
-# runner V1 only (vLLM 0.29-0.33; 0.34.0 deleted it)
+# runner V1 only (vLLM 0.27-0.33; 0.34.0 deleted it)
 pytest.importorskip("vllm.v1.sample.sampler")
 
 import ead_vllm.kernels as ead_kernels
@@ -145,8 +145,12 @@ def test_no_ead_rows_is_exactly_stock(kernel):
     rows.append((SamplingParams(temperature=0.0, logprobs=2), 0))
     batch, sampler = build(rows)
     logits = logits_for(len(rows))
+    # the same global generator state for both: vLLM 0.27/0.28 sample a batch that is not
+    # seeded in every row from it (their CPU sampler leaves the seeds unused there)
+    torch.manual_seed(0)
     ours = sampler(logits.clone(), batch.sampling_metadata)
     batch2, _ = build(rows)
+    torch.manual_seed(0)
     stock = Sampler(logprobs_mode="processed_logprobs")(logits.clone(), batch2.sampling_metadata)
     assert torch.equal(ours.sampled_token_ids, stock.sampled_token_ids)
     assert torch.equal(ours.logprobs_tensors.logprobs, stock.logprobs_tensors.logprobs)
@@ -355,11 +359,23 @@ def stock_rand(rows, logits, mode):
     return torch.rand(4)
 
 
-def test_all_ead_batch_draws_the_noise_stock_draws():
+@pytest.mark.parametrize("seeds", [(None, 2), (1, 2)], ids=["partly-seeded", "all-seeded"])
+def test_all_ead_batch_draws_the_noise_stock_draws(seeds):
     pytest.importorskip("numba")
-    rows = [(SamplingParams(extra_args=EAD), 3), (SamplingParams(extra_args=EAD, seed=2), 5)]
+    from ead_vllm.vllm_ext.seams.v1_stock_sampling import cpu_draws_exponential
+    from ead_vllm.vllm_ext.seams.versions import installed_release
+    from ead_vllm.vllm_ext.v1_stock_rows import noise_route
+
+    rows = [(SamplingParams(extra_args=EAD, seed=s), n) for s, n in zip(seeds, (3, 5), strict=True)]
     logits = logits_for(2, 12)
     batch, sampler = build(rows)
+    seeded = sum(s is not None for s in seeds)
+    if noise_route(sampler) == "full" and not cpu_draws_exponential(
+        installed_release(), seeded, len(rows), False
+    ):
+        # vLLM 0.27/0.28 sample a partly seeded batch inside their compiled graph, whose
+        # draw the EAD route does not reproduce (v1_stock_rows: the "full" route)
+        pytest.skip(f"vLLM {installed_release()} draws this batch's noise in a compiled graph")
     sampler.backend = "cpu"
     torch.manual_seed(3)
     sampler(logits.clone(), batch.sampling_metadata)

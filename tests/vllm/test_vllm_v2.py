@@ -41,11 +41,12 @@ def v2(tmp_path_factory):
     from vllm.v1.worker.gpu.states import RequestState
     from vllm_engine_support import cpu_v2_buffers, engine_model_dir
 
+    from ead_vllm.vllm_ext.seams.versions import installed_release
     from ead_vllm.vllm_ext.v2_sampler import EADSamplerV2
 
     # CPU has no pinned memory: vLLM's explicit-copy buffers (a CPU stand-in on 0.29)
     cpu_v2_buffers(mp)
-    shape = v2_seam.current()  # this vLLM's Sampler signatures (0.29/0.30 differ)
+    shape = v2_seam.current()  # this vLLM's Sampler signatures (0.27-0.30 differ)
 
     model = engine_model_dir(tmp_path_factory.mktemp("v2-model"))
     config = EngineArgs(model=str(model), dtype="float32", max_model_len=128).create_engine_config()
@@ -68,7 +69,8 @@ def v2(tmp_path_factory):
             req_states=states,
             logprobs_mode=logprobs_mode,
         )
-        sampler = sampler_cls(**{k: v for k, v in kwargs.items() if k in shape.init_params})
+        params = shape.init_params(installed_release())
+        sampler = sampler_cls(**{k: v for k, v in kwargs.items() if k in params})
         return states, sampler
 
     yield SimpleNamespace(make=make, vocab=vocab, config=config, shape=shape)
@@ -84,7 +86,7 @@ def add(states, sampler, req_id: str, prompt_len: int, params: SamplingParams) -
         max_tokens=64,
     )
     slot = states.req_id_to_index[req_id]
-    # as this vLLM's runner V2 calls it (0.29/0.30 also pass prompt_len)
+    # as this vLLM's runner V2 calls it (0.27-0.30 also pass prompt_len)
     v2_seam.current().call_add_request(sampler, slot, prompt_len, params)
     return slot
 
@@ -95,7 +97,7 @@ def flush(states, sampler) -> None:
 
 
 def context(slots: list[int], pos: list[int], vocab: int):
-    # vLLM's LogitsContext from 0.31 on, a same-field stand-in on 0.29/0.30
+    # vLLM's LogitsContext from 0.31 on, a same-field stand-in on 0.27-0.30
     from ead_vllm.vllm_ext.seams.v2_logits_processor import LogitsContext
 
     rows = torch.tensor(slots, dtype=torch.int32)
@@ -118,7 +120,7 @@ def test_processor_divides_ead_rows_by_tau_at_t(v2):
     slot_c = add(states, sampler, "c", 4, SamplingParams(temperature=0.0, extra_args=EAD))
     slot_d = add(states, sampler, "d", 2, SamplingParams(temperature=0.9, extra_args=EAD))
     flush(states, sampler)
-    # the sampler applies EAD itself (vLLM 0.29/0.30 have no processor chain at all)
+    # the sampler applies EAD itself (vLLM 0.27-0.30 have no processor chain at all)
     assert sampler.ead not in getattr(sampler, "logits_processors", ())
     assert sampler.ead.is_ead.np[[slot_a, slot_b, slot_c, slot_d]].tolist() == [1, 0, 0, 1]
     # "a" is decoding its 8th token (pos of the fed token = prompt 5 + 7 - 1);
@@ -239,7 +241,8 @@ def torch_stages(monkeypatch):
 
 def run_sample(sampler, slots, pos, logits, vocab, return_logprobs=True):
     ctx = context(slots, pos, vocab)
-    # as this vLLM's Sampler.__call__ calls it (0.29/0.30: no seq_lens_upper_bound_np)
+    # as this vLLM's Sampler.__call__ calls it (0.27-0.30: no seq_lens_upper_bound_np;
+    # 0.27: no idx_mapping)
     return v2_seam.current().call_sample(sampler, logits.clone(), ctx, return_logprobs)
 
 

@@ -53,7 +53,7 @@ SEAMS = {
         (frontend.INPUT_PROCESSOR_MODULE, frontend.ARG_UTILS_MODULE),
     ),
     "v2_sampler": (
-        lambda v: v2_sampler.shape_for(v).expected(),
+        lambda v: v2_sampler.shape_for(v).expected(v),
         (v2_sampler.SAMPLER_MODULE, v2_sampler.STATES_MODULE),
     ),
     "v2_stock_sampling": (
@@ -66,7 +66,7 @@ SEAMS = {
     ),
     "v2_runner": (v2_runner.expected, (v2_runner.RUNNER_MODULE,)),
     "v1_sampler": (
-        lambda v: v1_sampler.EXPECTED,
+        v1_sampler.expected,
         (v1_sampler.SAMPLER_MODULE, v1_sampler.METADATA_MODULE),
     ),
     "v1_logits_processor": (

@@ -75,12 +75,12 @@ def expectations(runner: Runner, version: str) -> tuple[Expectation, ...]:
         return (
             *frontend.EXPECTED,
             *v1_logits_processor.EXPECTED,
-            *v1_sampler.EXPECTED,
+            *v1_sampler.expected(version),
             *v1_stock_sampling.expected(version),
         )
     return (
         *frontend.EXPECTED,
-        *v2_sampler.shape_for(version).expected(),
+        *v2_sampler.shape_for(version).expected(version),
         *v2_stock_sampling.expected(version),
         # the EAD rows' masks call vLLM's top-k/top-p on both runners
         v1_stock_sampling.top_k_top_p_expectation(version),

@@ -1,11 +1,13 @@
 """Seam: where vLLM's OpenAI-server helpers live (``ead-vllm serve`` and its tests).
 
 * ``cli_env_setup`` (the environment set-up ``vllm serve`` runs first):
-  ``vllm.entrypoints.serve.utils.api_utils`` in vLLM 0.29.0-0.32.0,
+  ``vllm.entrypoints.serve.utils.api_utils`` in vLLM 0.27.0-0.32.0,
   ``vllm.entrypoints.common.startup`` from 0.33.0 (:data:`~.versions.SERVE_COMMON_MODULES`);
 * ``make_arg_parser`` (the server's argument parser):
-  ``vllm.entrypoints.launchers.cli_args`` in 0.29.0-0.32.0,
-  ``vllm.entrypoints.common.cli_args`` from 0.33.0;
+  ``vllm.entrypoints.openai.cli_args`` in 0.27.0 and 0.28.0,
+  ``vllm.entrypoints.launchers.cli_args`` in 0.29.0-0.32.0
+  (:data:`~.versions.SERVE_LAUNCHERS_MODULE`), ``vllm.entrypoints.common.cli_args`` from
+  0.33.0;
 * ``vllm.entrypoints.cli.serve.ServeSubcommand`` (``subparser_init``, ``validate``,
   ``cmd``) and ``vllm.utils.argparse_utils.FlexibleArgumentParser``: the same in all.
 """
@@ -16,23 +18,25 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from ead_vllm.vllm_ext.seams.versions import SERVE_COMMON_MODULES, installed_release
-
-# (module, name) by layout: from 0.33.0, before 0.33.0
-_CLI_ENV_SETUP = (
-    ("vllm.entrypoints.common.startup", "cli_env_setup"),
-    ("vllm.entrypoints.serve.utils.api_utils", "cli_env_setup"),
-)
-_MAKE_ARG_PARSER = (
-    ("vllm.entrypoints.common.cli_args", "make_arg_parser"),
-    ("vllm.entrypoints.launchers.cli_args", "make_arg_parser"),
+from ead_vllm.vllm_ext.seams.versions import (
+    SERVE_COMMON_MODULES,
+    SERVE_LAUNCHERS_MODULE,
+    installed_release,
 )
 
 
-def _located(candidates: tuple[tuple[str, str], ...]) -> Callable[..., Any]:
-    new, old = candidates
-    module, name = new if SERVE_COMMON_MODULES.holds(installed_release()) else old
-    return getattr(importlib.import_module(module), name)
+def _cli_env_setup_module(version: str) -> str:
+    if SERVE_COMMON_MODULES.holds(version):
+        return "vllm.entrypoints.common.startup"
+    return "vllm.entrypoints.serve.utils.api_utils"
+
+
+def _make_arg_parser_module(version: str) -> str:
+    if SERVE_COMMON_MODULES.holds(version):
+        return "vllm.entrypoints.common.cli_args"
+    if SERVE_LAUNCHERS_MODULE.holds(version):
+        return "vllm.entrypoints.launchers.cli_args"
+    return "vllm.entrypoints.openai.cli_args"
 
 
 def serve_subcommand() -> type:
@@ -52,9 +56,11 @@ def current_platform() -> Any:
 
 def cli_env_setup() -> Callable[[], None]:
     """vLLM's ``cli_env_setup`` function (``ImportError``/``AttributeError`` if it moved)."""
-    return _located(_CLI_ENV_SETUP)
+    module = _cli_env_setup_module(installed_release())
+    return importlib.import_module(module).cli_env_setup
 
 
 def make_arg_parser() -> Callable[[Any], Any]:
     """vLLM's ``make_arg_parser`` function (``ImportError``/``AttributeError`` if it moved)."""
-    return _located(_MAKE_ARG_PARSER)
+    module = _make_arg_parser_module(installed_release())
+    return importlib.import_module(module).make_arg_parser

@@ -1,8 +1,11 @@
 """Seam: runner V1's ``Sampler`` (``vllm/v1/sample/sampler.py``) and its runner.
 
-Handles every release with runner V1 (:data:`~.versions.RUNNER_V1`: 0.29.0-0.33.0),
+Handles every release with runner V1 (:data:`~.versions.RUNNER_V1`: 0.27.0-0.33.0),
 one shape in all of them (0.33.0 adds a ROCm-only fast path inside ``forward``, which
-the override replaces).
+the override replaces). ``LogprobsTensors`` gained a fifth field with a default in
+0.29.0 (``cu_num_generated_tokens_tensor``, :data:`~.versions.V1_LOGPROBS_CU_TENSOR`);
+the override builds it from the first three fields only, so 0.27.0/0.28.0's four
+fields serve it the same way.
 :class:`~ead_vllm.vllm_ext.v1_sampler.EADSamplerV1` subclasses ``Sampler``, overrides
 ``forward`` with the same parameters, calls ``sample``, ``apply_logits_processors``,
 ``compute_logprobs`` and ``gather_logprobs``, and builds ``SamplingMetadata`` for a
@@ -17,6 +20,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 from ead_vllm.vllm_ext.seams.signature import Expectation, attr
+from ead_vllm.vllm_ext.seams.versions import V1_LOGPROBS_CU_TENSOR
 
 SAMPLER_MODULE = "vllm.v1.sample.sampler"
 METADATA_MODULE = "vllm.v1.sample.metadata"
@@ -48,7 +52,7 @@ def internals() -> SimpleNamespace:
     )
 
 
-EXPECTED: tuple[Expectation, ...] = (
+_COMMON: tuple[Expectation, ...] = (
     Expectation(
         f"{SAMPLER_MODULE}.Sampler.__init__",
         lambda: attr(SAMPLER_MODULE, "Sampler", "__init__"),
@@ -114,16 +118,21 @@ EXPECTED: tuple[Expectation, ...] = (
         ("sampled_token_ids", "logprobs_tensors"),
         fields=True,
     ),
-    Expectation(
-        "vllm.v1.outputs.LogprobsTensors",
-        lambda: attr("vllm.v1.outputs", "LogprobsTensors"),
-        (
-            "logprob_token_ids",
-            "logprobs",
-            "selected_token_ranks",
-            "cu_num_generated_tokens",
-            "cu_num_generated_tokens_tensor",
-        ),
-        fields=True,
-    ),
 )
+
+
+def expected(version: str) -> tuple[Expectation, ...]:
+    """The signatures the V1 override relies on, for vLLM release ``version``."""
+    # built positionally from the first three fields; the later ones have defaults
+    fields = ("logprob_token_ids", "logprobs", "selected_token_ranks", "cu_num_generated_tokens")
+    if V1_LOGPROBS_CU_TENSOR.holds(version):
+        fields = (*fields, "cu_num_generated_tokens_tensor")
+    return (
+        *_COMMON,
+        Expectation(
+            f"{OUTPUTS_MODULE}.LogprobsTensors",
+            lambda: attr(OUTPUTS_MODULE, "LogprobsTensors"),
+            fields,
+            fields=True,
+        ),
+    )

@@ -1,6 +1,6 @@
 """Seam: the pieces of runner V1's stock sampling that the EAD route calls for non-EAD rows.
 
-Handles every release with runner V1 (0.29.0-0.33.0); ``apply_top_k_top_p`` (both
+Handles every release with runner V1 (0.27.0-0.33.0); ``apply_top_k_top_p`` (both
 runners) in every supported release.
 :mod:`ead_vllm.vllm_ext.v1_stock_rows` samples the non-EAD rows of a batch with
 vLLM's own temperature, min_p, top-k/top-p and noise (``Sampler.greedy_sample``,
@@ -11,8 +11,11 @@ vLLM's own temperature, min_p, top-k/top-p and noise (``Sampler.greedy_sample``,
 
 * vLLM's CPU sampler (``forward_cpu``) draws unseeded noise as one 31-bit seed
   per row (``torch.randint``) and a per-token SplitMix64 stream from 0.32.0 on
-  (:data:`~.versions.CPU_SPLITMIX_NOISE`); 0.29.0-0.31.0 draw an exponential [B, V] tensor,
-  inside a compiled graph when no row is seeded;
+  (:data:`~.versions.CPU_SPLITMIX_NOISE`); 0.27.0-0.31.0 draw an exponential [B, V]
+  tensor, inside a compiled graph when no row is seeded (0.29.0-0.31.0) or when not
+  every row is (0.27.0, 0.28.0: a partly seeded batch is sampled in the graph and its
+  seeds go unused; :data:`~.versions.CPU_NOISE_ANY_SEEDED_ROW`), see
+  :func:`cpu_draws_exponential`;
 * from 0.33.0 ``apply_top_k_top_p`` takes a fourth parameter with a default
   (``has_topp_only_rows=True``, :data:`~.versions.TOPP_ONLY_FLAG`); ead-vllm passes
   the first three.
@@ -26,7 +29,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from ead_vllm.vllm_ext.seams.signature import Expectation, attr
-from ead_vllm.vllm_ext.seams.versions import CPU_SPLITMIX_NOISE, TOPP_ONLY_FLAG
+from ead_vllm.vllm_ext.seams.versions import (
+    CPU_NOISE_ANY_SEEDED_ROW,
+    CPU_SPLITMIX_NOISE,
+    TOPP_ONLY_FLAG,
+)
 
 OPS_MODULE = "vllm.v1.sample.ops.topk_topp_sampler"
 SAMPLER_MODULE = "vllm.v1.sample.sampler"
@@ -58,6 +65,20 @@ def apply_top_k_top_p() -> Callable[..., Any]:
 def cpu_noise_is_splitmix(version: str) -> bool:
     """True when vLLM release ``version``'s CPU sampler draws one seed per row (SplitMix64)."""
     return CPU_SPLITMIX_NOISE.holds(version)
+
+
+def cpu_draws_exponential(
+    version: str, seeded_rows: int, batch_size: int, use_fp64_gumbel: bool
+) -> bool:
+    """True when vLLM release ``version``'s CPU sampler, before SplitMix64 noise (0.27.0-0.31.0,
+    or any release with fp64 noise), draws a [B, V] exponential from the global generator
+    for a batch of ``batch_size`` rows of which ``seeded_rows`` are seeded, rather than
+    sampling inside its compiled graph (``TopKTopPSampler.forward_cpu``)."""
+    if use_fp64_gumbel:
+        return True
+    if CPU_NOISE_ANY_SEEDED_ROW.holds(version):
+        return seeded_rows > 0
+    return seeded_rows == batch_size
 
 
 def _op(name: str, params: tuple[str, ...], *owner: str) -> Expectation:

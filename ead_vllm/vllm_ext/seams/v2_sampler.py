@@ -1,13 +1,19 @@
 """Seam: runner V2's ``Sampler`` (``vllm/v1/worker/gpu/sample/sampler.py``).
 
-Two shapes, each naming the versions it handles:
+Three shapes, each naming the versions it handles:
 
-* **shape A, vLLM 0.29.0 and 0.30.0**: ``Sampler(max_num_reqs, vocab_size, device,
-  req_states, ..., reasoning_config, return_sampling_mask)`` (no ``vllm_config``),
-  ``add_request(req_idx, prompt_len, sampling_params)``, ``sample(...,
-  expanded_local_pos, return_logprobs)``, and no logits-processor chain: the stages
-  are fixed attributes (logit bias, penalties, bad words, thinking budget), then
-  ``sampling_states.apply_temperature``, min_p, top-k/top-p.
+* **shape A0, vLLM 0.27.0** (no :data:`~.versions.V2_THINKING_BUDGET`):
+  ``Sampler(max_num_reqs, vocab_size, device, req_states, logprobs_mode,
+  num_speculative_tokens, use_fp64_gumbel)``, ``add_request(req_idx, prompt_len,
+  sampling_params)``, ``sample(logits, expanded_idx_mapping, idx_mapping_np, pos,
+  input_ids, expanded_local_pos, return_logprobs)`` (no ``idx_mapping``), no sampling
+  masks (``return_sampling_mask``) and no processor chain: the stages are fixed
+  attributes (logit bias, penalties, bad words), then temperature, min_p, top-k/top-p.
+* **shape A, vLLM 0.28.0-0.30.0**: as A0, plus ``reasoning_config`` and
+  ``return_sampling_mask`` (and from 0.29.0 ``enable_trace_replay`` before them,
+  :data:`~.versions.V2_TRACE_REPLAY`, which ead-vllm passes on untouched), ``sample``
+  takes ``idx_mapping`` after ``expanded_idx_mapping``, and the thinking budget is a
+  fourth fixed stage after bad words.
 * **shape B, vLLM 0.31.0 and later** (:data:`~.versions.V2_SAMPLER_VLLM_CONFIG`; the
   same in 0.31.0-0.34.0): ``Sampler(vllm_config, max_num_reqs,
   ..., custom_logits_processors)``, ``add_request(req_idx, sampling_params)``,
@@ -37,24 +43,37 @@ from ead_vllm.vllm_ext.seams.signature import Expectation, attr
 from ead_vllm.vllm_ext.seams.versions import (
     SUPPORTED,
     V2_SAMPLER_VLLM_CONFIG,
-    Capability,
+    V2_SAMPLING_MASK,
+    V2_THINKING_BUDGET,
+    V2_TRACE_REPLAY,
     installed_release,
 )
 
 SAMPLER_MODULE = "vllm.v1.worker.gpu.sample.sampler"
 STATES_MODULE = "vllm.v1.worker.gpu.sample.states"
-SAMPLE_PARAMS_A = (
+SAMPLE_PARAMS_A0 = (
     "self",
     "logits",
     "expanded_idx_mapping",
-    "idx_mapping",
     "idx_mapping_np",
     "pos",
     "input_ids",
     "expanded_local_pos",
     "return_logprobs",
 )
+SAMPLE_PARAMS_A = (*SAMPLE_PARAMS_A0[:3], "idx_mapping", *SAMPLE_PARAMS_A0[3:])
 SAMPLE_PARAMS_B = (*SAMPLE_PARAMS_A[:-1], "seq_lens_upper_bound_np", "return_logprobs")
+#: the stock constructor's parameters up to use_fp64_gumbel in shapes A0 and A
+_INIT_PARAMS_A0 = (
+    "self",
+    "max_num_reqs",
+    "vocab_size",
+    "device",
+    "req_states",
+    "logprobs_mode",
+    "num_speculative_tokens",
+    "use_fp64_gumbel",
+)
 
 
 def sampler_class() -> type:
@@ -78,7 +97,7 @@ class SampleCall:
 
     logits: torch.Tensor
     expanded_idx_mapping: torch.Tensor
-    idx_mapping: torch.Tensor
+    idx_mapping: torch.Tensor | None  # None in shape A0
     idx_mapping_np: Any
     pos: torch.Tensor
     input_ids: torch.Tensor
@@ -87,7 +106,7 @@ class SampleCall:
     return_logprobs: bool
 
     def context(self) -> Any:
-        """The step's ``LogitsContext`` (vLLM's, or the 0.29/0.30 stand-in)."""
+        """The step's ``LogitsContext`` (vLLM's, or the 0.27-0.30 stand-in)."""
         return lp_seam.LogitsContext(
             expanded_idx_mapping=self.expanded_idx_mapping,
             idx_mapping=self.idx_mapping,
@@ -100,30 +119,32 @@ class SampleCall:
 
 
 class Shape:
-    """What differs between runner-V2 ``Sampler`` versions (subclasses: A and B)."""
+    """What differs between runner-V2 ``Sampler`` versions (subclasses: A0, A and B)."""
 
     name: str
-    #: the releases it is written for: where this capability holds (shape B) or not (A)
-    capability: Capability
-    has_capability: bool
-    init_params: tuple[str, ...]
     add_request_params: tuple[str, ...]
     sample_params: tuple[str, ...]
 
     def fits(self, version: str) -> bool:
         """True when this shape is the one written for vLLM ``version``."""
-        return self.capability.holds(version) is self.has_capability
+        raise NotImplementedError
 
     @property
     def versions(self) -> tuple[str, ...]:
         """The supported releases this shape handles."""
         return tuple(v for v in SUPPORTED if self.fits(v))
 
-    def expected(self) -> tuple[Expectation, ...]:
-        """The signatures this shape was written against."""
+    def init_params(self, version: str) -> tuple[str, ...]:
+        """The stock constructor's parameters in vLLM release ``version``."""
+        raise NotImplementedError
+
+    def expected(self, version: str) -> tuple[Expectation, ...]:
+        """The signatures this shape was written against, for vLLM release ``version``."""
         return (
             Expectation(
-                f"{SAMPLER_MODULE}.Sampler.__init__", _sampler("__init__"), self.init_params
+                f"{SAMPLER_MODULE}.Sampler.__init__",
+                _sampler("__init__"),
+                self.init_params(version),
             ),
             Expectation(
                 f"{SAMPLER_MODULE}.Sampler.add_request",
@@ -156,7 +177,7 @@ class Shape:
         return dict(bound.arguments)
 
     def init_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The stock constructor's arguments by name (``vllm_config`` is None in shape A)."""
+        """The stock constructor's arguments by name (``vllm_config`` is None in A0 and A)."""
         arguments = self._bind("__init__", args, kwargs)
         arguments.setdefault("vllm_config", None)
         return arguments
@@ -182,9 +203,11 @@ class Shape:
     # -- per step -------------------------------------------------------------------
 
     def sample_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SampleCall:
-        """The ``sample`` call's arguments by name (``seq_lens_upper_bound_np`` None in A)."""
+        """The ``sample`` call's arguments by name (``idx_mapping`` None in A0,
+        ``seq_lens_upper_bound_np`` None in A0 and A)."""
         arguments = self._bind("sample", args, kwargs)
         arguments.pop("self")
+        arguments.setdefault("idx_mapping", None)
         arguments.setdefault("seq_lens_upper_bound_np", None)
         return SampleCall(**arguments)
 
@@ -193,61 +216,45 @@ class Shape:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Call ``sampler.sample`` as ``Sampler.__call__`` of these versions calls it.
 
-        ``ctx`` is a ``LogitsContext`` (or the 0.29/0.30 stand-in) holding the step's
-        batch layout.
+        ``ctx`` is a ``LogitsContext`` (or the 0.27-0.30 stand-in) holding the step's
+        batch layout; its fields carry the names of ``sample``'s parameters.
         """
-        args = [
-            logits,
-            ctx.expanded_idx_mapping,
-            ctx.idx_mapping,
-            ctx.idx_mapping_np,
-            ctx.pos,
-            ctx.input_ids,
-            ctx.expanded_local_pos,
-        ]
-        if "seq_lens_upper_bound_np" in self.sample_params:
-            args.append(ctx.seq_lens_upper_bound_np)
-        return sampler.sample(*args, return_logprobs=return_logprobs)
+        layout = [getattr(ctx, name) for name in self.sample_params[2:-1]]
+        return sampler.sample(logits, *layout, return_logprobs=return_logprobs)
 
     def processors(self, sampler: Any, logits: torch.Tensor, call: SampleCall) -> torch.Tensor:
         """vLLM's stages before temperature, in vLLM's order: logit bias, penalties, bad
-        words, custom processors (B only), thinking budget. ``logits`` must be vLLM's
-        float32 copy; it is changed in place where vLLM changes it in place."""
+        words, custom processors (B only), thinking budget (A and B). ``logits`` must be
+        vLLM's float32 copy; it is changed in place where vLLM changes it in place."""
         raise NotImplementedError
 
 
-class ShapeA(Shape):
-    """vLLM 0.29.0 and 0.30.0: no ``vllm_config``, no processor chain."""
+_STAGES = "vllm.v1.worker.gpu.sample"
 
-    name = "A"
-    capability, has_capability = V2_SAMPLER_VLLM_CONFIG, False
-    init_params = (
-        "self",
-        "max_num_reqs",
-        "vocab_size",
-        "device",
-        "req_states",
-        "logprobs_mode",
-        "num_speculative_tokens",
-        "use_fp64_gumbel",
-        "enable_trace_replay",
-        "reasoning_config",
-        "return_sampling_mask",
-    )
+
+class ShapeA0(Shape):
+    """vLLM 0.27.0: as A, without the thinking budget, ``idx_mapping`` and sampling masks."""
+
+    name = "A0"
     add_request_params = ("self", "req_idx", "prompt_len", "sampling_params")
-    sample_params = SAMPLE_PARAMS_A
+    sample_params = SAMPLE_PARAMS_A0
+
+    def fits(self, version: str) -> bool:
+        return not V2_THINKING_BUDGET.holds(version)
+
+    def init_params(self, version: str) -> tuple[str, ...]:
+        return _INIT_PARAMS_A0
 
     def _stage_expectations(self) -> tuple[Expectation, ...]:
-        sample = "vllm.v1.worker.gpu.sample"
         return (
             Expectation(
-                f"{sample}.logit_bias.LogitBiasState.apply_logit_bias",
-                lambda: attr(f"{sample}.logit_bias", "LogitBiasState", "apply_logit_bias"),
+                f"{_STAGES}.logit_bias.LogitBiasState.apply_logit_bias",
+                lambda: attr(f"{_STAGES}.logit_bias", "LogitBiasState", "apply_logit_bias"),
                 ("self", "logits", "expanded_idx_mapping", "idx_mapping_np", "pos"),
             ),
             Expectation(
-                f"{sample}.penalties.PenaltiesState.apply_penalties",
-                lambda: attr(f"{sample}.penalties", "PenaltiesState", "apply_penalties"),
+                f"{_STAGES}.penalties.PenaltiesState.apply_penalties",
+                lambda: attr(f"{_STAGES}.penalties", "PenaltiesState", "apply_penalties"),
                 (
                     "self",
                     "logits",
@@ -258,25 +265,12 @@ class ShapeA(Shape):
                 ),
             ),
             Expectation(
-                f"{sample}.bad_words.BadWordsState.apply_bad_words",
-                lambda: attr(f"{sample}.bad_words", "BadWordsState", "apply_bad_words"),
+                f"{_STAGES}.bad_words.BadWordsState.apply_bad_words",
+                lambda: attr(f"{_STAGES}.bad_words", "BadWordsState", "apply_bad_words"),
                 (
                     "self",
                     "logits",
                     "expanded_idx_mapping",
-                    "idx_mapping_np",
-                    "input_ids",
-                    "expanded_local_pos",
-                ),
-            ),
-            Expectation(
-                f"{sample}.thinking_budget.ThinkingBudgetState.apply",
-                lambda: attr(f"{sample}.thinking_budget", "ThinkingBudgetState", "apply"),
-                (
-                    "self",
-                    "logits",
-                    "expanded_idx_mapping",
-                    "idx_mapping",
                     "idx_mapping_np",
                     "input_ids",
                     "expanded_local_pos",
@@ -293,8 +287,49 @@ class ShapeA(Shape):
         sampler.bad_words_state.apply_bad_words(
             logits, rows, rows_np, call.input_ids, call.expanded_local_pos
         )
+        return logits
+
+
+class ShapeA(ShapeA0):
+    """vLLM 0.28.0-0.30.0: no ``vllm_config``, no processor chain, a thinking budget."""
+
+    name = "A"
+    sample_params = SAMPLE_PARAMS_A
+
+    def fits(self, version: str) -> bool:
+        return V2_THINKING_BUDGET.holds(version) and not V2_SAMPLER_VLLM_CONFIG.holds(version)
+
+    def init_params(self, version: str) -> tuple[str, ...]:
+        replay = ("enable_trace_replay",) if V2_TRACE_REPLAY.holds(version) else ()
+        return (*_INIT_PARAMS_A0, *replay, "reasoning_config", "return_sampling_mask")
+
+    def _stage_expectations(self) -> tuple[Expectation, ...]:
+        return (
+            *super()._stage_expectations(),
+            Expectation(
+                f"{_STAGES}.thinking_budget.ThinkingBudgetState.apply",
+                lambda: attr(f"{_STAGES}.thinking_budget", "ThinkingBudgetState", "apply"),
+                (
+                    "self",
+                    "logits",
+                    "expanded_idx_mapping",
+                    "idx_mapping",
+                    "idx_mapping_np",
+                    "input_ids",
+                    "expanded_local_pos",
+                ),
+            ),
+        )
+
+    def processors(self, sampler: Any, logits: torch.Tensor, call: SampleCall) -> torch.Tensor:
+        logits = super().processors(sampler, logits, call)
         sampler.thinking_budget_state.apply(
-            logits, rows, call.idx_mapping, rows_np, call.input_ids, call.expanded_local_pos
+            logits,
+            call.expanded_idx_mapping,
+            call.idx_mapping,
+            call.idx_mapping_np,
+            call.input_ids,
+            call.expanded_local_pos,
         )
         return logits
 
@@ -303,26 +338,24 @@ class ShapeB(Shape):
     """vLLM 0.31.0 and later: ``vllm_config`` first, a processor chain."""
 
     name = "B"
-    capability, has_capability = V2_SAMPLER_VLLM_CONFIG, True
-    init_params = (
-        "self",
-        "vllm_config",
-        "max_num_reqs",
-        "vocab_size",
-        "device",
-        "req_states",
-        "logprobs_mode",
-        "num_speculative_tokens",
-        "use_fp64_gumbel",
-        "enable_trace_replay",
-        "return_sampling_mask",
-        "custom_logits_processors",
-    )
     add_request_params = ("self", "req_idx", "sampling_params")
     sample_params = SAMPLE_PARAMS_B
 
+    def fits(self, version: str) -> bool:
+        return V2_SAMPLER_VLLM_CONFIG.holds(version)
+
+    def init_params(self, version: str) -> tuple[str, ...]:
+        return (
+            "self",
+            "vllm_config",
+            *_INIT_PARAMS_A0[1:],
+            "enable_trace_replay",
+            "return_sampling_mask",
+            "custom_logits_processors",
+        )
+
     def _stage_expectations(self) -> tuple[Expectation, ...]:
-        sample = "vllm.v1.worker.gpu.sample"
+        sample = _STAGES
         stages = (
             ("logit_bias", "LogitBiasState"),
             ("penalties", "PenaltiesState"),
@@ -346,7 +379,7 @@ class ShapeB(Shape):
         return logits
 
 
-SHAPES: tuple[Shape, ...] = (ShapeA(), ShapeB())
+SHAPES: tuple[Shape, ...] = (ShapeA0(), ShapeA(), ShapeB())
 
 
 def shape_for(version: str) -> Shape:
@@ -358,3 +391,10 @@ def shape_for(version: str) -> Shape:
 def current() -> Shape:
     """The shape of the installed vLLM (the start-up gate has checked its signatures)."""
     return shape_for(installed_release())
+
+
+def returns_sampling_mask(sampler: Any) -> bool:
+    """True when ``sampler`` (runner V2's ``Sampler``, as vLLM built it) returns sampling
+    masks, which vLLM computes from every row's processed logits (none before 0.28.0,
+    :data:`~.versions.V2_SAMPLING_MASK`)."""
+    return V2_SAMPLING_MASK.holds(installed_release()) and bool(sampler.return_sampling_mask)

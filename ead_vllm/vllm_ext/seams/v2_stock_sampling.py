@@ -7,9 +7,12 @@ seed and position, or FlashInfer/XPU's fused top-k/top-p sampler where vLLM woul
 pick it for the whole batch). Three shapes, chosen by capabilities of the version
 registry (:mod:`.versions`):
 
-* **inline, 0.29.0**: no ``Sampler._sample_random``: ``apply_top_k_top_p`` then
+* **inline, 0.27.0-0.29.0**: no ``Sampler._sample_random``: ``apply_top_k_top_p`` then
   ``gumbel_sample`` (or ``flashinfer_sample``), called as ``sample`` calls them;
-  fused sampler = FlashInfer only;
+  fused sampler = FlashInfer only. ``gumbel_sample`` takes ``is_drafting`` from 0.29.0
+  (:data:`~.versions.V2_GUMBEL_IS_DRAFTING`: it salts a draft's noise; a target row's,
+  ``False``, is 0.27/0.28's noise) and names its cache ``output_processed_logits``
+  before 0.28.0 (:data:`~.versions.V2_GUMBEL_LOGITS_CACHE`; ead-vllm never passes it);
 * **two-values, 0.30.0-0.32.0**: ``get_top_k_top_p(rows, slots) -> (top_k, top_p)``,
   ``_sample_random(logits, rows, slots, pos, top_k, top_p, use_fused)``; fused
   sampler = FlashInfer (0.30) or FlashInfer/XPU (``use_xpu_sampler``, 0.31 on);
@@ -31,6 +34,8 @@ from ead_vllm.vllm_ext.seams.signature import Expectation, attr
 from ead_vllm.vllm_ext.seams.versions import (
     TOPP_ONLY_FLAG,
     V2_FUSED_FLAG_USE_FLASHINFER,
+    V2_GUMBEL_IS_DRAFTING,
+    V2_GUMBEL_LOGITS_CACHE,
     V2_SAMPLE_RANDOM,
     installed_release,
 )
@@ -94,7 +99,7 @@ class Shape:
 
 
 class Inline(Shape):
-    """vLLM 0.29.0: no ``_sample_random``; ``sample`` calls the steps itself."""
+    """vLLM 0.27.0-0.29.0: no ``_sample_random``; ``sample`` calls the steps itself."""
 
     name = "inline"
 
@@ -102,24 +107,20 @@ class Inline(Shape):
         return not V2_SAMPLE_RANDOM.holds(version)
 
     def expected(self, version: str) -> tuple[Expectation, ...]:
+        drafting = ("is_drafting",) if V2_GUMBEL_IS_DRAFTING.holds(version) else ()
+        cache = (
+            ("logits_cache", "logits_cache_col")
+            if V2_GUMBEL_LOGITS_CACHE.holds(version)
+            else ("output_processed_logits", "output_processed_logits_col")
+        )
+        params = ("logits", "expanded_idx_mapping", "temperature", "seed", "pos")
         return (
             *_COMMON,
             _states("get_top_k_top_p", _TOP_K_TOP_P),
             Expectation(
                 "vllm.v1.worker.gpu.sample.gumbel.gumbel_sample",
                 functools.partial(attr, "vllm.v1.worker.gpu.sample.gumbel", "gumbel_sample"),
-                (
-                    "logits",
-                    "expanded_idx_mapping",
-                    "temperature",
-                    "seed",
-                    "pos",
-                    "apply_temperature",
-                    "is_drafting",
-                    "logits_cache",
-                    "logits_cache_col",
-                    "use_fp64",
-                ),
+                (*params, "apply_temperature", *drafting, *cache, "use_fp64"),
             ),
         )
 
@@ -132,6 +133,8 @@ class Inline(Shape):
         if fused:
             return stock.flashinfer_sample(logits, top_k, top_p).to(torch.int64), logits
         logits = stock.apply_top_k_top_p(logits, top_k, top_p)
+        # a target row's noise (vLLM 0.27/0.28 have only that one)
+        drafting = {"is_drafting": False} if _gumbel_takes_is_drafting() else {}
         sampled = stock.gumbel_sample(
             logits,
             rows,
@@ -139,7 +142,7 @@ class Inline(Shape):
             states.seeds.gpu,
             pos,
             apply_temperature=False,
-            is_drafting=False,
+            **drafting,
             use_fp64=sampler.use_fp64_gumbel,
         )
         return sampled, logits
@@ -207,6 +210,11 @@ def expected(version: str) -> tuple[Expectation, ...]:
 @functools.cache
 def _current() -> Shape:
     return shape_for(installed_release())
+
+
+@functools.cache
+def _gumbel_takes_is_drafting() -> bool:
+    return V2_GUMBEL_IS_DRAFTING.holds(installed_release())
 
 
 def _fused_sampler_wanted(

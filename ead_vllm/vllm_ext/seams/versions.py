@@ -24,7 +24,7 @@ import importlib.metadata
 
 from packaging.version import InvalidVersion, Version
 
-LIVE_ON_CPU: tuple[str, ...] = ("0.29.0", "0.30.0", "0.31.0", "0.32.0")
+LIVE_ON_CPU: tuple[str, ...] = ("0.27.0", "0.28.0", "0.29.0", "0.30.0", "0.31.0", "0.32.0")
 SOURCES_CHECKED: tuple[str, ...] = ("0.33.0", "0.34.0")
 SUPPORTED: tuple[str, ...] = LIVE_ON_CPU + SOURCES_CHECKED
 
@@ -71,6 +71,37 @@ def only(version: str, what: str) -> Capability:
 
 
 # ---- the capabilities (oldest change first) ----------------------------------------
+V2_THINKING_BUDGET = since(
+    "0.28.0",
+    "runner V2's thinking budget: Sampler takes reasoning_config, sample takes idx_mapping, "
+    "ThinkingBudgetState.apply runs before temperature",
+)
+V2_SAMPLING_MASK = since(
+    "0.28.0", "runner V2's Sampler can return sampling masks (return_sampling_mask)"
+)
+V2_GUMBEL_LOGITS_CACHE = since(
+    "0.28.0",
+    "runner V2's gumbel_sample names its cache logits_cache/logits_cache_col "
+    "(before: output_processed_logits/output_processed_logits_col)",
+)
+V2_TRACE_REPLAY = since("0.29.0", "runner V2's Sampler takes enable_trace_replay")
+V2_GUMBEL_IS_DRAFTING = since(
+    "0.29.0", "runner V2's gumbel_sample takes is_drafting (salts a draft's noise)"
+)
+V1_LOGPROBS_CU_TENSOR = since(
+    "0.29.0", "runner V1's LogprobsTensors has the field cu_num_generated_tokens_tensor"
+)
+CPU_NOISE_ANY_SEEDED_ROW = since(
+    "0.29.0",
+    "vLLM's V1 CPU sampler leaves its compiled graph for a [B, V] exponential draw as soon as "
+    "one row is seeded (before: only when every row is; a partly seeded batch was sampled "
+    "in the graph, its seeds unused)",
+)
+SERVE_LAUNCHERS_MODULE = since(
+    "0.29.0",
+    "the server's argument parser in vllm.entrypoints.launchers.cli_args "
+    "(before: vllm.entrypoints.openai.cli_args)",
+)
 RUNNER_V1 = until("0.33.0", "model runner V1 (vllm/v1/sample/sampler.py, deleted in 0.34.0)")
 V2_SAMPLE_RANDOM = since("0.30.0", "runner V2's Sampler._sample_random")
 V2_FUSED_FLAG_USE_FLASHINFER = only(
@@ -88,6 +119,14 @@ STANDALONE_CPU_RUNNER = since(
 )
 
 CAPABILITIES: tuple[Capability, ...] = (
+    V2_THINKING_BUDGET,
+    V2_SAMPLING_MASK,
+    V2_GUMBEL_LOGITS_CACHE,
+    V2_TRACE_REPLAY,
+    V2_GUMBEL_IS_DRAFTING,
+    V1_LOGPROBS_CU_TENSOR,
+    CPU_NOISE_ANY_SEEDED_ROW,
+    SERVE_LAUNCHERS_MODULE,
     RUNNER_V1,
     V2_SAMPLE_RANDOM,
     V2_FUSED_FLAG_USE_FLASHINFER,
