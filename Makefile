@@ -54,7 +54,7 @@ test-v2: setup
 # Python sources of the GPU-only releases. The kernels and the pure-Python modules do
 # not depend on the vLLM version and run once, in `make test`.
 V2_LIVE := EAD_VLLM_TEST_RUNNER=v2
-MATRIX_VERSIONS ?= 0.29.0 0.30.0 0.31.0 0.32.0
+MATRIX_VERSIONS ?= 0.27.0 0.28.0 0.29.0 0.30.0 0.31.0 0.32.0
 # GPU-only releases, checked against their Python sources (no compiled ops, so no
 # engine; see README "What is verified where"). 0.34.0 has runner V2 only, whose x86
 # CPU platform needs a Triton backend: its modules run with the V2 test switch.
