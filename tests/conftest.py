@@ -38,6 +38,15 @@ import interpreted_triton  # noqa: E402
 
 interpreted_triton.activate_if_requested()
 
+import pytest  # noqa: E402
+from vllm_engine_support import engine_model_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model the live engines of every area serve (the embedded toy model)."""
+    return engine_model_dir(tmp_path_factory.mktemp("engine-model"))
+
 # area folder -> the package its modules need
 _NEEDS = {"vllm": "vllm", "bridge": "openrlhf", "trainers": "trl"}
 _MISSING = {area: pkg for area, pkg in _NEEDS.items() if importlib.util.find_spec(pkg) is None}
