@@ -9,7 +9,7 @@ Use:
   stock vLLM samples it. Speculative decoding is refused at start-up.
 * No sampler override: ``--logits-processors
   ead_vllm.vllm_ext.logits_processors:EADLogitsProcessorV2`` (runner V2, vLLM 0.31
-  and later) or ``...:EADLogitsProcessor`` (runner V1, vLLM 0.27-0.33).
+  and later) or ``...:EADLogitsProcessor`` (runner V1, vLLM 0.24-0.33).
 
 Log-probs of EAD rows: with ``logprobs_mode="processed_logprobs"`` the sampled
 token's log-prob is under the annealed distribution (for importance sampling
@@ -20,7 +20,7 @@ Layout (one concern per module): ``plugin`` (entry point), ``frontend``
 one shape of a start-up refusal), ``validation``, ``request_state`` (per-row
 schedule, seed and position), ``ead_masks`` (min_p/top-k/top-p of EAD rows at
 ``T * tau_t``, both runners), ``v1_batch_state``/``v1_sampler``/``v1_stock_rows``/
-``v1_install``/``v1_logits_processor`` (runner V1, vLLM 0.27-0.33),
+``v1_install``/``v1_logits_processor`` (runner V1, vLLM 0.24-0.33),
 ``v2_sampler``/``v2_install`` (runner V2), ``logits_processors`` (no-fork mode),
 ``_post_import``, and ``seams/``: every
 vLLM internal ead-vllm touches, one module per internal, the version registry

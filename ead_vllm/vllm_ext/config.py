@@ -154,7 +154,7 @@ def runner_of(vllm_config: Any) -> Literal["v1", "v2"]:
     """The model runner vLLM will build for ``vllm_config``.
 
     Runner V2 where the installed vLLM has no other (0.34.0 and later); otherwise
-    what ``VllmConfig.use_v2_model_runner`` says (vLLM 0.27-0.33).
+    what ``VllmConfig.use_v2_model_runner`` says (vLLM 0.24-0.33).
     """
     from ead_vllm.vllm_ext.seams.versions import installed_vllm_version, runners
 

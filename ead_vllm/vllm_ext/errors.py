@@ -28,7 +28,7 @@ DEFAULT_WAY_OUT = (
     "additional_config={'sampler': 'default'} (or without --sampler ead): stock vLLM "
     "sampling; or keep annealed decoding inside vLLM's own sampler with the logits-processor "
     "mode, logits_processors=['ead_vllm.vllm_ext.logits_processors:EADLogitsProcessorV2'] "
-    "(runner V2, vLLM 0.31 and later; EADLogitsProcessor for runner V1 on vLLM 0.27-0.33)"
+    "(runner V2, vLLM 0.31 and later; EADLogitsProcessor for runner V1 on vLLM 0.24-0.33)"
 )
 
 

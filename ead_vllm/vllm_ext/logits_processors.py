@@ -16,7 +16,7 @@ counter-based noise), an extra pass over the logits, and on runner V1 min_p is
 applied before ``tau_t`` (vLLM runs its built-in min_p first), on V2 after.
 
 ``EADLogitsProcessor`` lives in :mod:`.v1_logits_processor` and is imported only
-when asked for, and only where vLLM still has runner V1 (0.27.0-0.33.0): vLLM
+when asked for, and only where vLLM still has runner V1 (0.24.0-0.33.0): vLLM
 0.34.0 deleted runner V1's logits-processor package.
 """
 
@@ -30,7 +30,7 @@ import torch
 from ead_vllm.vllm_ext.ead_route import RowSchedule
 from ead_vllm.vllm_ext.request_state import SAMPLING_EPS
 
-# runner V2's interface: vLLM's from 0.31 on, a stand-in on 0.27-0.30 (see the seam)
+# runner V2's interface: vLLM's from 0.31 on, a stand-in on 0.24-0.30 (see the seam)
 from ead_vllm.vllm_ext.seams.v2_logits_processor import (
     LogitsContext,
     LogitsProcessorV2,

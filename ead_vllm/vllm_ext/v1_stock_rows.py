@@ -20,7 +20,7 @@ draws it for the *whole* batch, and each row gets its own slice:
 * ``"exp"`` (the native sampler, used on GPU with processed log-probs or
   per-request seeds): an exponential tensor of the batch's full [B, V] shape,
   the non-EAD rows take their rows of it;
-* ``"full"`` (vLLM 0.27-0.31 on CPU, whose unseeded draw happens inside a
+* ``"full"`` (vLLM 0.24-0.31 on CPU, whose unseeded draw happens inside a
   ``torch.compile``d graph; FlashInfer, XPU, ROCm samplers): stock
   ``Sampler.sample`` on the whole batch, keeping the non-EAD rows. Exact, at
   stock vLLM's cost for the EAD rows too.
@@ -110,7 +110,7 @@ def draw_stock_noise(sampler: Sampler, metadata: SamplingMetadata, logits: torch
             sampler, metadata, logits.new_empty(logits.shape, dtype=torch.float32), []
         )
     elif _cpu_draws_full_exponential(sampler, metadata, logits.shape[0]):
-        # vLLM's CPU sampler with seeded rows (0.29-0.31: any; 0.27/0.28: every row)
+        # vLLM's CPU sampler with seeded rows (0.29-0.31: any; 0.24-0.28: every row)
         # or fp64 noise (every version) skips its compiled graph and draws a [B, V]
         # exponential from the global generator; EAD rows' own generators stay
         # untouched, as everywhere

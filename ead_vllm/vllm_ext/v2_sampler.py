@@ -4,13 +4,14 @@ Built by the runner in place of vLLM's ``Sampler`` (same constructor). A batch
 without EAD rows takes vLLM's ``sample`` untouched. A batch with EAD rows,
 whatever else it holds, takes one route:
 
-1. a float32 copy of the logits (as vLLM makes) and vLLM's processors on
+1. a copy of the logits as vLLM makes it (float32; on vLLM 0.26 the model's
+   dtype, see :func:`~.seams.v2_sampler.working_logits`) and vLLM's processors on
    every row: logit bias, penalties, bad words, custom processors, thinking
    budget;
 2. EAD rows: min_p, top-k and top-p at the row's effective temperature
    ``T * tau_t`` (:mod:`ead_masks`, only for rows that set them), then
    ``ead_vllm.kernels.ead_sample`` with ``t = pos + 1 - prompt_len`` and the
-   slot's vLLM seed;
+   slot's vLLM seed, always on float32 logits;
 3. the other rows: vLLM's temperature, min_p, top-k/top-p and sampler on
    those rows only. vLLM's V2 noise is keyed by (slot seed, position, token),
    so a row's token does not depend on its neighbours: the same as in a
@@ -28,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from vllm.config.model import PROCESSED_LOGPROBS_MODES
 
 from ead_vllm.vllm_ext.ead_route import sample_ead_rows
 from ead_vllm.vllm_ext.logits_processors import EADLogitsProcessorV2
@@ -37,6 +37,7 @@ from ead_vllm.vllm_ext.logits_processors import EADLogitsProcessorV2
 from ead_vllm.vllm_ext.seams import v2_sampler as v2_seam
 from ead_vllm.vllm_ext.seams import v2_stock_sampling
 from ead_vllm.vllm_ext.seams.v2_logits_processor import LogitsContext, request_state_view
+from ead_vllm.vllm_ext.seams.v2_sampler import PROCESSED_LOGPROBS_MODES, working_logits
 
 Sampler = v2_seam.sampler_class()
 
@@ -53,7 +54,7 @@ class EADSamplerV2(Sampler):
         self.backend = backend
 
     def add_request(self, *args: Any, **kwargs: Any) -> None:
-        # (req_idx, sampling_params); vLLM 0.27-0.30 pass (req_idx, prompt_len, sampling_params)
+        # (req_idx, sampling_params); vLLM 0.24-0.30 pass (req_idx, prompt_len, sampling_params)
         super().add_request(*args, **kwargs)
         self.ead.add_request(*self.ead_shape.add_request_arguments(args, kwargs))
 
@@ -71,8 +72,9 @@ class EADSamplerV2(Sampler):
         if not is_ead.any():
             return super().sample(*args, **kwargs)
         ctx = call.context()
-        # vLLM's own stages, on a float32 copy (the raw logits feed raw log-probs)
-        logits = torch.empty_like(call.logits, dtype=torch.float32).copy_(call.logits)
+        # vLLM's own stages, on a copy as vLLM makes it (float32; the model's dtype on
+        # vLLM 0.26); the raw logits feed raw log-probs
+        logits = working_logits(call.logits)
         logits = self.ead_shape.processors(self, logits, call)
 
         want_processed = v2_seam.returns_sampling_mask(self) or (
@@ -81,12 +83,12 @@ class EADSamplerV2(Sampler):
         batch, device = logits.shape[0], logits.device
         e_rows = np.flatnonzero(is_ead)
         if len(e_rows) == batch:
-            return self._sample_ead(logits, ctx, want_processed)
+            return self._sample_ead(logits.float(), ctx, want_processed)
         e_index = torch.from_numpy(e_rows).to(device)
         r_rows = np.flatnonzero(~is_ead)
         r_index = torch.from_numpy(r_rows).to(device)
         e_tokens, e_processed = self._sample_ead(
-            logits[e_index], _subset(ctx, e_rows, e_index), want_processed
+            logits[e_index].float(), _subset(ctx, e_rows, e_index), want_processed
         )
         r_tokens, r_processed = self._sample_stock(
             logits[r_index], _subset(ctx, r_rows, r_index), ctx, return_logprobs
@@ -96,7 +98,8 @@ class EADSamplerV2(Sampler):
         sampled[r_index] = r_tokens.to(torch.int64)
         processed = logits
         if want_processed:
-            processed[e_index] = e_processed
+            # (in the model's dtype on vLLM 0.26, as vLLM's own processed logits)
+            processed[e_index] = e_processed.to(processed.dtype)
             processed[r_index] = r_processed
         return sampled, processed
 
@@ -156,13 +159,13 @@ def _subset(ctx: LogitsContext, rows_np: np.ndarray, rows: torch.Tensor) -> Logi
     """The context of the logits rows ``rows`` (one logits row per request: no drafts)."""
     return LogitsContext(
         expanded_idx_mapping=ctx.expanded_idx_mapping[rows],
-        # vLLM 0.27 has none
+        # vLLM 0.24-0.27 have none
         idx_mapping=None if ctx.idx_mapping is None else ctx.idx_mapping[rows],
         idx_mapping_np=ctx.idx_mapping_np[rows_np],
         expanded_local_pos=ctx.expanded_local_pos[rows],
         input_ids=ctx.input_ids[rows],
         pos=ctx.pos[rows],
-        # vLLM 0.27-0.30 have none
+        # vLLM 0.24-0.30 have none
         seq_lens_upper_bound_np=None
         if ctx.seq_lens_upper_bound_np is None
         else ctx.seq_lens_upper_bound_np[rows_np],

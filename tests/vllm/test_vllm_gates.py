@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from packaging.version import Version
 from vllm.engine.arg_utils import EngineArgs
 
 from ead_vllm.vllm_ext import plugin
@@ -18,7 +19,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.vllm_sources]
 
 SUPPORTED_WORDS = (
     "Supported: vLLM 0.27.0, 0.28.0, 0.29.0, 0.30.0, 0.31.0, 0.32.0 (live on CPU) and "
-    "0.33.0, 0.34.0 (seams checked against sources)."
+    "0.24.0, 0.25.0, 0.25.1, 0.26.0, 0.33.0, 0.34.0 (seams checked against sources)."
 )
 
 
@@ -67,7 +68,9 @@ def test_untested_version_stops_with_one_message(
 def _newer_releases() -> list[str]:
     here = versions.release(versions.installed_vllm_version())
     major, minor, patch = (int(x) for x in here.split("."))
-    return [f"{major}.{minor}.{patch + 1}", "0.35.0"]
+    # the next patch release that is not itself supported (0.25.0's next is 0.25.2)
+    later = (f"{major}.{minor}.{p}" for p in range(patch + 1, patch + 10))
+    return [next(v for v in later if not versions.is_supported(v)), "0.35.0"]
 
 
 @pytest.mark.parametrize("simulated", _newer_releases())
@@ -263,7 +266,11 @@ def test_every_supported_release_has_exactly_one_v2_sampler_shape() -> None:
 
 def test_capabilities_follow_release_order() -> None:
     v1 = versions.RUNNER_V1
-    assert v1.releases() == ("0.27.0", "0.28.0", "0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0")
+    assert v1.releases() == (
+        *("0.24.0", "0.25.0", "0.25.1", "0.26.0", "0.27.0", "0.28.0"),
+        *("0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0"),
+    )
+    assert list(versions.SUPPORTED) == sorted(versions.SUPPORTED, key=Version)
     assert versions.runners("0.34.0") == ("v2",) and versions.runners("0.33.0+cu129") == (
         "v1",
         "v2",
@@ -274,7 +281,8 @@ def test_capabilities_follow_release_order() -> None:
     assert not versions.V2_LOGITS_PROCESSORS.holds("0.30.0")
     # the runner-V2 Sampler shapes: A0 before the thinking budget, A up to 0.30.0, then B
     shapes = {v: v2_seam.shape_for(v).name for v in versions.SUPPORTED}
-    assert shapes["0.27.0"] == "A0" and shapes["0.28.0"] == "A" and shapes["0.30.0"] == "A"
+    assert shapes["0.24.0"] == "A0" and shapes["0.27.0"] == "A0"
+    assert shapes["0.28.0"] == "A" and shapes["0.30.0"] == "A"
     assert shapes["0.31.0"] == "B" and shapes["0.34.0"] == "B"
     a = v2_seam.shape_for("0.28.0")
     assert "enable_trace_replay" not in a.init_params("0.28.0")
@@ -282,3 +290,4 @@ def test_capabilities_follow_release_order() -> None:
     assert versions.V2_GUMBEL_IS_DRAFTING.releases()[0] == "0.29.0"
     assert versions.V1_LOGPROBS_CU_TENSOR.releases()[0] == "0.29.0"
     assert not versions.CPU_NOISE_ANY_SEEDED_ROW.holds("0.28.0")
+    assert versions.V2_LOGITS_IN_MODEL_DTYPE.releases() == ("0.26.0",)

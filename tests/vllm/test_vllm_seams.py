@@ -95,6 +95,32 @@ def test_stock_sampling_tail_has_one_shape_per_version_and_the_others_differ() -
     assert any(mismatches(other.expected(RELEASE)) for other in others)
 
 
+def test_v2_working_copy_has_the_dtype_vllms_stages_use() -> None:
+    """vLLM's ``apply_sampling_params`` copies the logits to float32 before its stages
+    everywhere but 0.26.0, which runs them in the model's dtype: the EAD route's copy
+    (:func:`v2_sampler.working_logits`) follows the release, read in its source."""
+    import inspect
+
+    import torch
+    from vllm.v1.worker.gpu.sample.sampler import Sampler
+
+    source = inspect.getsource(Sampler.apply_sampling_params)
+    copies_to_fp32 = "torch.empty_like(logits, dtype=torch.float32)" in source
+    assert versions.V2_LOGITS_IN_MODEL_DTYPE.holds(RELEASE) is not copies_to_fp32
+    logits = torch.randn(2, 5).to(torch.bfloat16)
+    copy = v2_seam.working_logits(logits)
+    assert copy.dtype == (torch.float32 if copies_to_fp32 else torch.bfloat16)
+    assert copy.data_ptr() != logits.data_ptr() and torch.equal(copy.float(), logits.float())
+
+
+def test_processed_modes_are_vllms() -> None:
+    from vllm.config import model
+
+    ours = v2_seam.PROCESSED_LOGPROBS_MODES
+    assert set(getattr(model, "PROCESSED_LOGPROBS_MODES", ours)) == set(ours)
+    assert set(ours) < set(model.LogprobsMode.__args__)
+
+
 def test_v2_arguments_are_read_by_name() -> None:
     shape = v2_seam.current()
     params = [p for p in shape.sample_params if p not in ("self", "return_logprobs")]

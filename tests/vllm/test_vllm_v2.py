@@ -242,7 +242,7 @@ def torch_stages(monkeypatch):
 def run_sample(sampler, slots, pos, logits, vocab, return_logprobs=True):
     ctx = context(slots, pos, vocab)
     # as this vLLM's Sampler.__call__ calls it (0.27-0.30: no seq_lens_upper_bound_np;
-    # 0.27: no idx_mapping)
+    # 0.24-0.27: no idx_mapping)
     return v2_seam.current().call_sample(sampler, logits.clone(), ctx, return_logprobs)
 
 
@@ -299,6 +299,29 @@ def test_mixed_batch_runs_the_kernel_for_its_ead_rows(v2, torch_stages, monkeypa
     for row in (1, 3, 4, 6):
         assert sampled[row].item() == stock_sampled[row].item(), row
         assert torch.equal(processed[row], stock_processed[row]), row
+
+
+def test_non_ead_rows_get_stocks_processed_logits_in_stocks_dtype(v2, torch_stages):
+    """bf16 logits: vLLM 0.26 runs its stages in the model's dtype, the other releases on
+    a float32 copy; the non-EAD rows of a mixed batch get stock's tokens and processed
+    logits, dtype included, either way."""
+    from vllm.v1.worker.gpu.sample.sampler import Sampler
+
+    gen = torch.Generator().manual_seed(3)
+    logits = (torch.randn(len(MIXED), v2.vocab, generator=gen) * 2).to(torch.bfloat16)
+    pos = [n + 3 for _, n, _ in MIXED]
+    results = []
+    for cls in (None, Sampler):
+        states, sampler = v2.make() if cls is None else v2.make(sampler_cls=cls)
+        np.random.seed(0)  # the unseeded requests' seeds
+        slots = [add(states, sampler, name, n, params) for name, n, params in MIXED]
+        flush(states, sampler)
+        results.append(run_sample(sampler, slots, pos, logits, v2.vocab))
+    (ours, ours_processed), (stock, stock_processed) = results
+    assert ours_processed.dtype == stock_processed.dtype
+    for row in (1, 3, 4, 6):
+        assert ours[row].item() == stock[row].item(), row
+        assert torch.equal(ours_processed[row], stock_processed[row]), row
 
 
 def test_seeded_ead_row_is_route_independent_on_v2(v2, torch_stages):

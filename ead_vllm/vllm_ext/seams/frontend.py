@@ -1,6 +1,6 @@
 """Seam: the frontend hooks, ``InputProcessor._validate_params`` and ``EngineArgs``.
 
-One shape in every supported release (0.27.0-0.34.0; from 0.32.0 ``_validate_params``
+One shape in every supported release (0.24.0-0.34.0; from 0.32.0 ``_validate_params``
 returns a value, which the wrapper passes on unchanged).
 """
 

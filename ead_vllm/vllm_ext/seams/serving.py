@@ -1,10 +1,10 @@
 """Seam: where vLLM's OpenAI-server helpers live (``ead-vllm serve`` and its tests).
 
 * ``cli_env_setup`` (the environment set-up ``vllm serve`` runs first):
-  ``vllm.entrypoints.serve.utils.api_utils`` in vLLM 0.27.0-0.32.0,
+  ``vllm.entrypoints.serve.utils.api_utils`` in vLLM 0.24.0-0.32.0,
   ``vllm.entrypoints.common.startup`` from 0.33.0 (:data:`~.versions.SERVE_COMMON_MODULES`);
 * ``make_arg_parser`` (the server's argument parser):
-  ``vllm.entrypoints.openai.cli_args`` in 0.27.0 and 0.28.0,
+  ``vllm.entrypoints.openai.cli_args`` in 0.24.0-0.28.0,
   ``vllm.entrypoints.launchers.cli_args`` in 0.29.0-0.32.0
   (:data:`~.versions.SERVE_LAUNCHERS_MODULE`), ``vllm.entrypoints.common.cli_args`` from
   0.33.0;

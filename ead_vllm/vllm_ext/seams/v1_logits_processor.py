@@ -1,6 +1,6 @@
 """Seam: runner V1's logits-processor interface (``vllm/v1/sample/logits_processor/``).
 
-Handles every release with runner V1 (:data:`~.versions.RUNNER_V1`: 0.27.0-0.33.0; one
+Handles every release with runner V1 (:data:`~.versions.RUNNER_V1`: 0.24.0-0.33.0; one
 shape). The EAD batch
 tracker of the sampler override and the no-fork ``EADLogitsProcessor`` are V1
 logits processors; they read ``BatchUpdate`` through vLLM's ``process_dict_updates``

@@ -1,10 +1,10 @@
 """Seam: runner V1's ``Sampler`` (``vllm/v1/sample/sampler.py``) and its runner.
 
-Handles every release with runner V1 (:data:`~.versions.RUNNER_V1`: 0.27.0-0.33.0),
+Handles every release with runner V1 (:data:`~.versions.RUNNER_V1`: 0.24.0-0.33.0),
 one shape in all of them (0.33.0 adds a ROCm-only fast path inside ``forward``, which
 the override replaces). ``LogprobsTensors`` gained a fifth field with a default in
 0.29.0 (``cu_num_generated_tokens_tensor``, :data:`~.versions.V1_LOGPROBS_CU_TENSOR`);
-the override builds it from the first three fields only, so 0.27.0/0.28.0's four
+the override builds it from the first three fields only, so 0.24.0-0.28.0's four
 fields serve it the same way.
 :class:`~ead_vllm.vllm_ext.v1_sampler.EADSamplerV1` subclasses ``Sampler``, overrides
 ``forward`` with the same parameters, calls ``sample``, ``apply_logits_processors``,

@@ -1,6 +1,6 @@
 """Seam: the pieces of runner V1's stock sampling that the EAD route calls for non-EAD rows.
 
-Handles every release with runner V1 (0.27.0-0.33.0); ``apply_top_k_top_p`` (both
+Handles every release with runner V1 (0.24.0-0.33.0); ``apply_top_k_top_p`` (both
 runners) in every supported release.
 :mod:`ead_vllm.vllm_ext.v1_stock_rows` samples the non-EAD rows of a batch with
 vLLM's own temperature, min_p, top-k/top-p and noise (``Sampler.greedy_sample``,
@@ -11,9 +11,9 @@ vLLM's own temperature, min_p, top-k/top-p and noise (``Sampler.greedy_sample``,
 
 * vLLM's CPU sampler (``forward_cpu``) draws unseeded noise as one 31-bit seed
   per row (``torch.randint``) and a per-token SplitMix64 stream from 0.32.0 on
-  (:data:`~.versions.CPU_SPLITMIX_NOISE`); 0.27.0-0.31.0 draw an exponential [B, V]
+  (:data:`~.versions.CPU_SPLITMIX_NOISE`); 0.24.0-0.31.0 draw an exponential [B, V]
   tensor, inside a compiled graph when no row is seeded (0.29.0-0.31.0) or when not
-  every row is (0.27.0, 0.28.0: a partly seeded batch is sampled in the graph and its
+  every row is (0.24.0-0.28.0: a partly seeded batch is sampled in the graph and its
   seeds go unused; :data:`~.versions.CPU_NOISE_ANY_SEEDED_ROW`), see
   :func:`cpu_draws_exponential`;
 * from 0.33.0 ``apply_top_k_top_p`` takes a fourth parameter with a default
@@ -70,7 +70,7 @@ def cpu_noise_is_splitmix(version: str) -> bool:
 def cpu_draws_exponential(
     version: str, seeded_rows: int, batch_size: int, use_fp64_gumbel: bool
 ) -> bool:
-    """True when vLLM release ``version``'s CPU sampler, before SplitMix64 noise (0.27.0-0.31.0,
+    """True when vLLM release ``version``'s CPU sampler, before SplitMix64 noise (0.24.0-0.31.0,
     or any release with fp64 noise), draws a [B, V] exponential from the global generator
     for a batch of ``batch_size`` rows of which ``seeded_rows`` are seeded, rather than
     sampling inside its compiled graph (``TopKTopPSampler.forward_cpu``)."""

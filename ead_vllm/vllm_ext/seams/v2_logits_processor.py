@@ -5,7 +5,7 @@
   req_states)``, ``add_request(idx, sp) -> bool``, ``apply_staged_writes()``,
   ``apply(logits, ctx)``, ``LogitsContext``,
   ``LogitsProcRequestState.from_request_state``. This module re-exports vLLM's.
-* vLLM 0.27.0-0.30.0: the package does not exist and runner V2 ignores
+* vLLM 0.24.0-0.30.0: the package does not exist and runner V2 ignores
   ``--logits-processors``. This module then provides stand-ins with the same
   fields, so the EAD annealing stage (which the V2 sampler override drives
   itself on these versions, see :mod:`.v2_sampler`) still imports; registering
@@ -43,11 +43,11 @@ else:
         expanded_local_pos: Any
         input_ids: Any
         pos: Any
-        # runner V2 of vLLM 0.27-0.30 does not compute it
+        # runner V2 of vLLM 0.24-0.30 does not compute it
         seq_lens_upper_bound_np: Any = None
 
     class LogitsProcRequestState:  # type: ignore[no-redef]
-        """Stand-in: on vLLM 0.27-0.30 processors read runner V2's ``RequestState`` itself.
+        """Stand-in: on vLLM 0.24-0.30 processors read runner V2's ``RequestState`` itself.
 
         ``RequestState`` there already has the fields the EAD stage reads
         (``max_num_reqs``, ``prompt_len``).
@@ -58,7 +58,7 @@ else:
             return req_states
 
     class LogitsProcessorV2:  # type: ignore[no-redef]
-        """Stand-in base class for vLLM 0.27-0.30, which have no V2 logits-processor API."""
+        """Stand-in base class for vLLM 0.24-0.30, which have no V2 logits-processor API."""
 
         def __init__(self, vllm_config: Any, req_states: Any) -> None:
             pass

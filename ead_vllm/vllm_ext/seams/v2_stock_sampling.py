@@ -7,11 +7,11 @@ seed and position, or FlashInfer/XPU's fused top-k/top-p sampler where vLLM woul
 pick it for the whole batch). Three shapes, chosen by capabilities of the version
 registry (:mod:`.versions`):
 
-* **inline, 0.27.0-0.29.0**: no ``Sampler._sample_random``: ``apply_top_k_top_p`` then
+* **inline, 0.24.0-0.29.0**: no ``Sampler._sample_random``: ``apply_top_k_top_p`` then
   ``gumbel_sample`` (or ``flashinfer_sample``), called as ``sample`` calls them;
   fused sampler = FlashInfer only. ``gumbel_sample`` takes ``is_drafting`` from 0.29.0
   (:data:`~.versions.V2_GUMBEL_IS_DRAFTING`: it salts a draft's noise; a target row's,
-  ``False``, is 0.27/0.28's noise) and names its cache ``output_processed_logits``
+  ``False``, is 0.24-0.28's noise) and names its cache ``output_processed_logits``
   before 0.28.0 (:data:`~.versions.V2_GUMBEL_LOGITS_CACHE`; ead-vllm never passes it);
 * **two-values, 0.30.0-0.32.0**: ``get_top_k_top_p(rows, slots) -> (top_k, top_p)``,
   ``_sample_random(logits, rows, slots, pos, top_k, top_p, use_fused)``; fused
@@ -99,7 +99,7 @@ class Shape:
 
 
 class Inline(Shape):
-    """vLLM 0.27.0-0.29.0: no ``_sample_random``; ``sample`` calls the steps itself."""
+    """vLLM 0.24.0-0.29.0: no ``_sample_random``; ``sample`` calls the steps itself."""
 
     name = "inline"
 
@@ -133,7 +133,7 @@ class Inline(Shape):
         if fused:
             return stock.flashinfer_sample(logits, top_k, top_p).to(torch.int64), logits
         logits = stock.apply_top_k_top_p(logits, top_k, top_p)
-        # a target row's noise (vLLM 0.27/0.28 have only that one)
+        # a target row's noise (vLLM 0.24-0.28 have only that one)
         drafting = {"is_drafting": False} if _gumbel_takes_is_drafting() else {}
         sampled = stock.gumbel_sample(
             logits,
@@ -223,7 +223,7 @@ def _fused_sampler_wanted(
     # vLLM's rule, decided for the whole batch as a stock batch would decide it:
     # a fused top-k/top-p sampler only with top-k/top-p in use, no greedy or seeded
     # row and no processed log-probs
-    from vllm.config.model import PROCESSED_LOGPROBS_MODES
+    from ead_vllm.vllm_ext.seams.v2_sampler import PROCESSED_LOGPROBS_MODES
 
     states = sampler.sampling_states
     eligible = not (

