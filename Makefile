@@ -58,7 +58,7 @@ MATRIX_VERSIONS ?= 0.27.0 0.28.0 0.29.0 0.30.0 0.31.0 0.32.0
 # GPU-only releases, checked against their Python sources (no compiled ops, so no
 # engine; see README "What is verified where"). 0.34.0 has runner V2 only, whose x86
 # CPU platform needs a Triton backend: its modules run with the V2 test switch.
-SOURCES_VERSIONS ?= 0.33.0 0.34.0
+SOURCES_VERSIONS ?= 0.24.0 0.25.0 0.25.1 0.26.0 0.33.0 0.34.0
 # the seam, gate, plugin, runner-V2 and import modules (marker vllm_sources)
 SOURCES_TESTS := tests/vllm -m vllm_sources
 sources_env = VLLM_TARGET_DEVICE=cpu PYTHONPATH=$(abspath .venvs/vllm-$(1)-sources) \
