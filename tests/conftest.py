@@ -47,6 +47,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The model the live engines of every area serve (the embedded toy model)."""
     return engine_model_dir(tmp_path_factory.mktemp("engine-model"))
 
+
 # area folder -> the package its modules need
 _NEEDS = {"vllm": "vllm", "bridge": "openrlhf", "trainers": "trl"}
 _MISSING = {area: pkg for area, pkg in _NEEDS.items() if importlib.util.find_spec(pkg) is None}
