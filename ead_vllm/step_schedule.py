@@ -29,6 +29,10 @@ REFERENCE_PRESET: dict[str, float | int] = {
     "exponent_scale": 20.0,
 }
 
+# The EAD paper's truncated importance sampling cap ``C`` (weights ``min(pi / pi_rollout,
+# C)``), the default of every trainer integration's TIS.
+DEFAULT_TIS_CAP = 2.0
+
 
 @dataclass(frozen=True, kw_only=True)
 class StepSchedule:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from ead_vllm.step_schedule import DEFAULT_TIS_CAP
+
 CORRECTIONS = ("tis", "positional")
 PRESETS = ("reference",)
-DEFAULT_TIS_CAP = 2.0
 
 # Value flags, by the switch they need (given without it, they are refused).
 EAD_VALUE_FLAGS = (

@@ -65,12 +65,11 @@ from trl import GRPOTrainer
 
 from ead_vllm.controllers.entropy_temperature import EntropyTemperatureController
 from ead_vllm.params import EXTRA_ARGS_PREFIX, EXTRA_ARGS_SWITCH
-from ead_vllm.step_schedule import StepSchedule
+from ead_vllm.step_schedule import DEFAULT_TIS_CAP, StepSchedule
 from ead_vllm.vllm_ext.config import EAD_SAMPLER, SAMPLER_ENV
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIS_CAP = 2.0
 # Where each mode's requests carry vLLM's per-request extra arguments.
 _EXTRA_ARGS_FIELD = {"colocate": "extra_args", "server": "vllm_xargs"}
 _STATE_FILE = "ead_vllm_state.json"
