@@ -39,7 +39,7 @@ from ead_vllm.countdown.task import (
 from ead_vllm.toy.architecture import countdown_config, save_model
 from ead_vllm.toy.evaluate import greedy_completions
 from ead_vllm.toy.tokenizer import build_tokenizer, save_tokenizer
-from ead_vllm.toy.train import encode_batch, lr_at
+from ead_vllm.toy.train import model_facts, new_optimizer, supervised_step
 
 TARGET_PASS_AT_1 = 0.35
 DEFAULT_OUT = Path(__file__).resolve().parent / "model"
@@ -104,7 +104,7 @@ def train(
     save_tokenizer(out_dir, tokenizer)
     model = Qwen2ForCausalLM(countdown_config())
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    optimizer = new_optimizer(model, lr)
     stream = (Example(p, c) for p, c in iter_training_examples(seed=seed))
     validation = problems(VALIDATION_SIZE, seed=VALIDATION_SEED, split="test")
 
@@ -114,14 +114,8 @@ def train(
     stop_reason = "max steps"
     bar = tqdm(range(steps), desc="countdown train")
     for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, lr=lr, warmup=100)
-        ids, labels = encode_batch(list(itertools.islice(stream, batch_size)), tokenizer)
-        loss = model(input_ids=ids, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        batch = list(itertools.islice(stream, batch_size))
+        loss = supervised_step(model, optimizer, tokenizer, batch, step=step, lr=lr)
         out_of_time = time.perf_counter() - started > 60 * max_minutes
         every = eval_every if last >= target / 3 else 2 * eval_every
         if (step + 1) % every == 0 or step + 1 == steps or out_of_time:
@@ -172,11 +166,7 @@ def train(
         "batch_size": batch_size,
         "lr": lr,
         "target_pass_at_1": target,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "vocab_size": model.config.vocab_size,
-        "weights_bytes": (out_dir / "model.safetensors").stat().st_size,
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "torch_version": torch.__version__,
+        **model_facts(model, out_dir, started),
         "history": history,
     }
     (out_dir / "train_report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -21,14 +21,15 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
-from transformers import PreTrainedTokenizerBase, Qwen2ForCausalLM
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Qwen2ForCausalLM
 
 from ead_vllm.toy.architecture import save_model, toy_config
 from ead_vllm.toy.evaluate import greedy_accuracy
-from ead_vllm.toy.task import Problem, iter_problems, problems
+from ead_vllm.toy.task import iter_problems, problems
 from ead_vllm.toy.tokenizer import build_tokenizer, save_tokenizer
 
 TARGET_ACCURACY = 0.65
@@ -41,8 +42,15 @@ REPORT_SIZE = 200
 IGNORE = -100
 
 
+class PromptAnswer(Protocol):
+    """A supervised pair: the model reads ``prompt`` and learns ``answer`` (then EOS)."""
+
+    prompt: str
+    answer: str
+
+
 def encode_batch(
-    batch: Sequence[Problem], tokenizer: PreTrainedTokenizerBase
+    batch: Sequence[PromptAnswer], tokenizer: PreTrainedTokenizerBase
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return right-padded ``(input_ids, labels)`` of prompt + answer + EOS.
 
@@ -64,6 +72,52 @@ def encode_batch(
 def lr_at(step: int, *, lr: float, warmup: int) -> float:
     """Learning rate at ``step``: linear warm-up over ``warmup`` steps to ``lr``, then flat."""
     return lr * min(1.0, (step + 1) / warmup)
+
+
+def new_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.AdamW:
+    """AdamW as both supervised trainings use it (weight decay 0.01, betas 0.9/0.98)."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+
+
+def supervised_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    tokenizer: PreTrainedTokenizerBase,
+    batch: Sequence[PromptAnswer],
+    *,
+    step: int,
+    lr: float,
+    warmup: int = 100,
+) -> torch.Tensor:
+    """One optimizer step on ``batch``.
+
+    Sets the step's learning rate (:func:`lr_at`), takes the cross-entropy of the answers
+    and EOS (:func:`encode_batch`), clips the gradient norm at 1; returns the loss, a
+    0-dim float32 tensor (nats per supervised token).
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, lr=lr, warmup=warmup)
+    ids, labels = encode_batch(batch, tokenizer)
+    loss = model(input_ids=ids, labels=labels).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss
+
+
+def model_facts(model: PreTrainedModel, out_dir: Path, started: float) -> dict[str, object]:
+    """The report fields both trainings share: size, vocabulary, weights on disk, wall time.
+
+    ``started`` is the run's ``time.perf_counter()`` at its start (seconds).
+    """
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": model.config.vocab_size,
+        "weights_bytes": (out_dir / "model.safetensors").stat().st_size,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "torch_version": torch.__version__,
+    }
 
 
 def train(
@@ -93,7 +147,7 @@ def train(
     save_tokenizer(out_dir, tokenizer)
     model = Qwen2ForCausalLM(toy_config())
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    optimizer = new_optimizer(model, lr)
     stream = iter_problems(seed=seed, split="train")
     validation = problems(VALIDATION_SIZE, seed=VALIDATION_SEED, split="test")
 
@@ -102,14 +156,8 @@ def train(
     last_acc = 0.0
     bar = tqdm(range(steps), desc="toy train")
     for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, lr=lr, warmup=100)
-        ids, labels = encode_batch(list(itertools.islice(stream, batch_size)), tokenizer)
-        loss = model(input_ids=ids, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        batch = list(itertools.islice(stream, batch_size))
+        loss = supervised_step(model, optimizer, tokenizer, batch, step=step, lr=lr)
         # Evaluations are a good share of the run time: space them out while the
         # model is still far from the target (they do not touch the training RNG).
         every = eval_every if last_acc >= target / 3 else 4 * eval_every
@@ -144,11 +192,7 @@ def train(
         "batch_size": batch_size,
         "lr": lr,
         "target_accuracy": target,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "vocab_size": model.config.vocab_size,
-        "weights_bytes": (out_dir / "model.safetensors").stat().st_size,
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "torch_version": torch.__version__,
+        **model_facts(model, out_dir, started),
         "history": history,
     }
     files = [f for f in out_dir.iterdir() if f.is_file() and f.name != "train_report.json"]
