@@ -1,8 +1,10 @@
 """Trainer integrations: the few lines of glue each RL trainer needs.
 
 * :mod:`ead_vllm.integrations.trl`: TRL's ``GRPOTrainer`` (``EADGRPOTrainer``).
+* :mod:`ead_vllm.integrations.skyrl`: the ``additional_kwargs`` of SkyRL's sampling
+  config for each training step (plain dictionaries; it does not import SkyRL).
 
 The OpenRLHF integration is the separate ``openrlhf_bridge`` package (it replaces
-classes inside OpenRLHF's Ray processes). Each module here imports its trainer at
-import time, so import only the one you use.
+classes inside OpenRLHF's Ray processes). The TRL module imports TRL at import time,
+so import only the one you use.
 """
