@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PIP) install -q $(FIND_LINKS) -c $(LOCK) -e ".[cpu,dev,openrlhf-cpu,trl]"
 	@# OpenRLHF pins vllm==0.29.0 and flash-attn (CUDA only): take it without its deps.
 	$(PIP) install -q $(FIND_LINKS) -c $(LOCK) --no-deps "openrlhf==0.11.2"
+	@# verl 0.9.1 requires transformers<5.11, and the modules it imports have pins that clash
+	@# with the lock (see pyproject's [verl] extra): take verl and that extra without deps.
+	$(PIP) install -q $(FIND_LINKS) -c $(LOCK) --no-deps "verl==0.9.1" $$($(PY) -c "import tomllib; \
+	  print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['verl']))")
 	@# PyPI's torchvision/torchaudio/torchcodec fail to load beside torch+cpu
 	@# and break `import vllm` through transformers; text models need none of them.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
