@@ -7,6 +7,6 @@
   (EAD keys per step, E3's budget and temperature; imports verl).
 
 The OpenRLHF integration is the separate ``openrlhf_bridge`` package (it replaces
-classes inside OpenRLHF's Ray processes). The TRL and verl modules import their trainer at import time,
-so import only the one you use.
+classes inside OpenRLHF's Ray processes). The TRL and verl modules import their trainer
+at import time, so import only the one you use.
 """
