@@ -172,6 +172,16 @@ def _prompt_ids(tokenizer: Any) -> list[list[int]]:
     return [tokenizer(p)["input_ids"] for p in PROMPTS]
 
 
+def _answers(server: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Post each body in turn (one request per sample, as both trainers do); all must be 200."""
+    answers = []
+    for body in bodies:
+        status, answer = post(server, body)
+        assert status == 200, answer
+        answers.append(answer)
+    return answers
+
+
 # ------------------------------------------------------------------ tests
 
 
@@ -182,11 +192,7 @@ def test_skyrl_rollouts_sample_with_the_steps_annealing(
     step = schedule_step(3)
     kwargs = ead_additional_kwargs(None, SCHEDULE, step)
     prompts = _prompt_ids(tokenizer) * 2  # SkyRL sends one request per sample (n=1)
-    answers = []
-    for ids in prompts:
-        status, answer = post(server, skyrl_body(ids, kwargs))
-        assert status == 200, answer
-        answers.append(answer)
+    answers = _answers(server, [skyrl_body(ids, kwargs) for ids in prompts])
     eos = tokenizer.eos_token_id
     ead = SCHEDULE.params_at(step).to_extra_args()
     assert _max_gap(oracle, prompts, answers, ead, min_tokens=1, eos=eos) < ATOL
@@ -203,11 +209,7 @@ def test_prime_rl_rollouts_sample_with_the_steps_annealing(
     extra_body = {"extra_args": SCHEDULE.params_at(2).to_extra_args()}
     prompts = _prompt_ids(tokenizer)
     eos = tokenizer.eos_token_id
-    answers = []
-    for ids in prompts:
-        status, answer = post(server, prime_rl_body(ids, extra_body, [eos]))
-        assert status == 200, answer
-        answers.append(answer)
+    answers = _answers(server, [prime_rl_body(ids, extra_body, [eos]) for ids in prompts])
     ead = SCHEDULE.params_at(2).to_extra_args()
     assert _max_gap(oracle, prompts, answers, ead, min_tokens=0, eos=eos) < ATOL
     neighbour = SCHEDULE.params_at(1).to_extra_args()
@@ -219,11 +221,7 @@ def test_ead_enabled_0_samples_stock(server: str, tokenizer: Any, oracle: Oracle
     kwargs = ead_additional_kwargs(None, SCHEDULE, None)
     assert kwargs == {"extra_args": {EXTRA_ARGS_SWITCH: 0}}
     prompts = _prompt_ids(tokenizer)
-    answers = []
-    for ids in prompts:
-        status, answer = post(server, skyrl_body(ids, kwargs))
-        assert status == 200, answer
-        answers.append(answer)
+    answers = _answers(server, [skyrl_body(ids, kwargs) for ids in prompts])
     eos = tokenizer.eos_token_id
     assert _max_gap(oracle, prompts, answers, None, min_tokens=1, eos=eos) < ATOL
     ead = SCHEDULE.params_at(0).to_extra_args()
