@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ead_vllm.params import EADParams
+from ead_vllm.params import EXTRA_ARGS_SWITCH, EADParams
 from ead_vllm.schedules import decay_at_step
 
 # The authors' released run script (see EADParams.reference_recipe for the reading of
@@ -78,6 +78,18 @@ class StepSchedule:
             decay=self.decay_at(step),
             warmup=self.warmup,
         )
+
+    def request_keys(self, step: int | None) -> dict[str, float | int]:
+        """The ``ead_*`` keys one request carries in ``SamplingParams.extra_args``.
+
+        The schedule's parameters at global training ``step`` (int >= 0), or, for
+        ``step=None`` (evaluation), ``{"ead_enabled": 0}``: stock sampling for this
+        request, even on an engine with EAD defaults. Every trainer integration builds
+        its requests' keys here.
+        """
+        if step is None:
+            return {EXTRA_ARGS_SWITCH: 0}
+        return dict(self.params_at(step).to_extra_args())
 
     def check(self) -> StepSchedule:
         """Raise ``ValueError`` (or pydantic's, a ``ValueError``) on an invalid field; else self."""

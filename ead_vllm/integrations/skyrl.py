@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ead_vllm.params import EXTRA_ARGS_PREFIX, EXTRA_ARGS_SWITCH
+from ead_vllm.params import EXTRA_ARGS_PREFIX
 from ead_vllm.step_schedule import StepSchedule
 
 __all__ = ["EXTRA_ARGS_FIELD", "ead_additional_kwargs", "schedule_step"]
@@ -77,6 +77,5 @@ def ead_additional_kwargs(
             f"got {type(previous).__name__}"
         )
     kept = {k: v for k, v in previous.items() if not str(k).startswith(EXTRA_ARGS_PREFIX)}
-    keys = {EXTRA_ARGS_SWITCH: 0} if step is None else schedule.params_at(step).to_extra_args()
-    out[EXTRA_ARGS_FIELD] = {**kept, **keys}
+    out[EXTRA_ARGS_FIELD] = {**kept, **schedule.request_keys(step)}
     return out

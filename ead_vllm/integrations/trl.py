@@ -64,7 +64,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
 from ead_vllm.controllers.entropy_temperature import EntropyTemperatureController
-from ead_vllm.params import EXTRA_ARGS_PREFIX, EXTRA_ARGS_SWITCH
+from ead_vllm.params import EXTRA_ARGS_PREFIX
 from ead_vllm.step_schedule import DEFAULT_TIS_CAP, StepSchedule
 from ead_vllm.vllm_ext.config import EAD_SAMPLER, SAMPLER_ENV
 
@@ -109,8 +109,7 @@ def rollout_request_fields(
         raise ValueError(f"vllm_mode must be 'colocate' or 'server', got {vllm_mode!r}")
     out: dict[str, Any] = {"temperature": float(temperature)}
     if schedule is not None:
-        keys = {EXTRA_ARGS_SWITCH: 0} if step is None else schedule.params_at(step).to_extra_args()
-        out[_EXTRA_ARGS_FIELD[vllm_mode]] = keys
+        out[_EXTRA_ARGS_FIELD[vllm_mode]] = schedule.request_keys(step)
     return out
 
 

@@ -75,7 +75,7 @@ from verl.workers.rollout.llm_server import LLMServerClient
 
 from ead_vllm.controllers.entropy_temperature import EntropyTemperatureController
 from ead_vllm.controllers.rollout_budget import RolloutBudgetAllocator
-from ead_vllm.params import EXTRA_ARGS_KEYS, EXTRA_ARGS_PREFIX, EXTRA_ARGS_SWITCH
+from ead_vllm.params import EXTRA_ARGS_KEYS, EXTRA_ARGS_PREFIX
 from ead_vllm.step_schedule import StepSchedule
 
 logger = logging.getLogger(__name__)
@@ -198,9 +198,7 @@ def ead_extra_args(
     """
     if schedule is None:
         return {}
-    if validate and not eval_ead:
-        return {EXTRA_ARGS_SWITCH: 0}
-    return dict(schedule.params_at(int(step)).to_extra_args())
+    return schedule.request_keys(None if validate and not eval_ead else int(step))
 
 
 def prompt_key(raw_prompt: Any) -> str:
