@@ -200,13 +200,23 @@ eval-countdown: setup
 	VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 $(VENV)/bin/ead-vllm eval \
 	  --task ead_vllm.countdown --problems 128 --samples 32 --out $(EVAL_OUT)
 
-# Training-time evidence on CPU: every arm of experiments/toy_grpo.py for two seeds, then
-# the summary and the plot (about 75 min here; finished runs on disk are skipped).
+# Training-time evidence on CPU (docs/experiments.md): the GRPO-only sweep that chose the
+# regime and learning rate, then every arm for three seeds in that regime, then the tables,
+# paired intervals and curves. Two processes side by side, each on a core of its own.
+# Finished runs on disk are skipped; from nothing it takes about 90 min here.
 RL_OUT ?= experiments/results/toy_grpo
 RL_ARGS ?=
+# $(call side_by_side,CMD1,CMD2): both at once, each on its own core; fails if either fails
+side_by_side = $(ONE_CORE) $(1) & first=$$!; $(ONE_CORE) $(2); second=$$?; \
+  wait $$first && test $$second = 0
 experiment-rl: setup
-	$(PY) -m experiments.toy_grpo --out $(RL_OUT) $(RL_ARGS)
-	$(PY) -m experiments.plot_rl $(RL_OUT)
+	$(call side_by_side,$(PY) -m experiments.rl_sweep --only stream-lr3e-5 stream-lr1e-4,\
+	  $(PY) -m experiments.rl_sweep --only stream-lr3e-4 pool480-lr1e-4)
+	$(PY) -m experiments.rl_sweep
+	$(call side_by_side,\
+	  $(PY) -m experiments.toy_grpo --out $(RL_OUT) --arms grpo ead ead_tis $(RL_ARGS),\
+	  $(PY) -m experiments.toy_grpo --out $(RL_OUT) --arms ead_positional e3_budget e3_temperature $(RL_ARGS))
+	$(PY) -m experiments.rl_report $(RL_OUT)
 
 clean:
 	rm -rf $(VENV) .venvs build dist *.egg-info .pytest_cache

@@ -47,7 +47,8 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 from ead_vllm.controllers import EntropyTemperatureController, RolloutBudgetAllocator  # noqa: E402
-from ead_vllm.countdown import MAX_NEW_TOKENS, model_path, problems, reward  # noqa: E402
+from ead_vllm.countdown import MAX_NEW_TOKENS, Problem, model_path, problems, reward  # noqa: E402
+from ead_vllm.countdown.task import chain_of, iter_problems  # noqa: E402
 from ead_vllm.evaluation.metrics import pass_at_k, worst_at_k  # noqa: E402
 from ead_vllm.params import EADParams  # noqa: E402
 from ead_vllm.step_schedule import StepSchedule  # noqa: E402
@@ -83,23 +84,27 @@ ARMS: dict[str, Arm] = {
 class Settings:
     """Sizes and hyperparameters shared by every arm.
 
-    Chosen to fit 12 runs (6 arms x 2 seeds) into about an hour on this 2-core
-    machine: alone, one run took 3-5 minutes with one torch thread (a step is
-    128 rollouts and two optimizer steps; an evaluation 64 x 16 samples).
+    The regime and the learning rate were chosen by a sweep of GRPO alone
+    (:mod:`experiments.rl_sweep`; its table is in docs/experiments.md): 60 steps of
+    16 prompts over a pool of 480 fresh train problems, so each problem is trained
+    on twice (two epochs: E3's budget ranks a prompt by its earlier epoch, so it
+    needs one revisit) and the policy cannot improve by memorising a small pool.
+    ``train_problems = 0`` gives a stream instead, every step's problems new.
+    One run takes about 6.5 minutes on one core here.
     """
 
-    steps: int = 40
-    train_problems: int = 128  # a fixed pool, reshuffled each epoch (E3 ranks its prompts)
+    steps: int = 60
+    train_problems: int = 480  # 0: a fresh stream; N: a pool of N, reshuffled each epoch
     prompts_per_step: int = 16
     samples_per_prompt: int = 8  # GRPO group size; E3's default_n
     minibatches: int = 2  # optimizer steps per rollout batch (one pass)
-    lr: float = 2e-4
+    lr: float = 1e-4  # 3e-4 collapsed GRPO in the sweep (pass@1 0.28 -> 0.11)
     clip_eps: float = 0.2
     tis_cap: float = DEFAULT_TIS_CAP
     # EAD in paper units: tau_t = max(1 + tau_max - exp(t / d_s), tau_min), d_s =
     # min(d0 + growth * step, d_max). Chains are 19-23 tokens: d0 = 16 reaches the
-    # floor at t = 16 * ln(2.1) = 12 (end of the second step), d grows to 20.7 by
-    # step 40 (floor at t = 15). No warm-up: the plan is chosen in the first tokens.
+    # floor at t = 16 * ln(2.1) = 12 (end of the second step), d grows to 23.1 by
+    # step 59 (floor at t = 17). No warm-up: the plan is chosen in the first tokens.
     tau_max: float = 1.2
     tau_min: float = 0.1
     d0: float = 16.0
@@ -111,10 +116,10 @@ class Settings:
     # E3 temperature controller: target cosine-annealed to eta * H_init
     eta: float = 0.9
     max_temperature: float = 1.5
-    eval_every: int = 10
-    eval_problems: int = 64
-    eval_samples: int = 16
-    threads: int = 2
+    eval_every: int = 20
+    eval_problems: int = 128  # held-out, the same for every arm and seed
+    eval_samples: int = 32  # pass@k and worst@k for k up to 32
+    threads: int = 1  # torch threads; `make experiment-rl` runs two processes on a core each
 
 
 @dataclass
@@ -365,8 +370,19 @@ def train_on(
     return out
 
 
-def evaluate(llm: Any, model: torch.nn.Module, settings: Settings, seed: int) -> dict[str, float]:
-    """pass@1, pass@n, worst@n at T = 1 on held-out problems, and the policy's entropy there."""
+EVAL_KS = (1, 2, 4, 8, 16, 32)  # pass@k and worst@k recorded per evaluation (k <= n)
+
+
+def evaluate(llm: Any, model: torch.nn.Module, settings: Settings, seed: int) -> dict[str, Any]:
+    """Held-out metrics at T = 1: ``eval_problems`` test problems x ``eval_samples`` samples.
+
+    Returns the means (pass@k and worst@k for k in :data:`EVAL_KS`, the share of
+    problems without a correct sample, distinct correct chains per problem, the
+    policy's entropy at T = 1 in nats per token) and, for paired intervals, the
+    per-problem lists they are means of: ``correct`` and ``distinct_correct``
+    (ints, out of ``eval_samples``) and ``entropy`` (mean over the problem's
+    sampled tokens).
+    """
     test = problems(settings.eval_problems, seed=0, split="test")
     n = settings.eval_samples
     outputs = generate(
@@ -379,23 +395,75 @@ def evaluate(llm: Any, model: torch.nn.Module, settings: Settings, seed: int) ->
         logprobs=True,
     )
     batch = collect(outputs, [p.answer for p in test], pad=0)
-    correct = [0] * len(test)
-    for r, g in zip(batch.rewards.tolist(), batch.groups.tolist(), strict=True):
-        correct[g] += int(r > 0)
-    entropy, count = 0.0, 0
+    right: list[list[str]] = [[] for _ in test]
+    for out, p, texts in zip(outputs, test, right, strict=True):
+        texts.extend(chain_of(c.text) for c in out.outputs if reward(c.text, p.answer) > 0)
+    correct = [len(texts) for texts in right]
+    distinct = [len(set(texts)) for texts in right]
+    token_entropy = torch.zeros(batch.action_mask.shape)
     with torch.no_grad():
         for start in range(0, len(batch.rewards), 512):
             sl = slice(start, start + 512)
-            logits = action_logits(model, batch, sl)
-            h, c = masked_entropy_sum(logits, batch.action_mask[sl])
-            entropy, count = entropy + h, count + c
+            log_p = torch.log_softmax(action_logits(model, batch, sl), dim=-1)
+            token_entropy[sl] = -(log_p.exp() * log_p).sum(-1)
+    mask = batch.action_mask.float()
+    entropy = [
+        float((token_entropy[batch.groups == g] * mask[batch.groups == g]).sum())
+        / float(mask[batch.groups == g].sum())
+        for g in range(len(test))
+    ]
+    means: dict[str, Any] = {}
+    for k in (k for k in EVAL_KS if k <= n):
+        means[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in correct) / len(test)
+        means[f"worst@{k}"] = sum(worst_at_k(n, c, k) for c in correct) / len(test)
     return {
-        "pass@1": sum(pass_at_k(n, c, 1) for c in correct) / len(test),
-        f"pass@{n}": sum(pass_at_k(n, c, n) for c in correct) / len(test),
-        f"worst@{n}": sum(worst_at_k(n, c, n) for c in correct) / len(test),
+        **means,
         "no_correct_share": sum(c == 0 for c in correct) / len(test),
-        "entropy_t1": entropy / count,
+        "distinct_mean": sum(distinct) / len(test),
+        "entropy_t1": float((token_entropy * mask).sum() / mask.sum()),
+        "correct": correct,
+        "distinct_correct": distinct,
+        "entropy": entropy,
     }
+
+
+class TrainingProblems:
+    """The training problems of each step: a stream of new ones, or a pool reshuffled per epoch.
+
+    ``settings.train_problems = 0``: every step appends ``prompts_per_step`` new
+    train-split problems (seeded by ``seed``, so every arm of a seed trains on the
+    same problems in the same order) and trains on those only. ``N > 0``: a pool
+    of ``N`` problems, shuffled with ``rng`` at the start of each epoch (a step
+    that would straddle two epochs starts the next one instead).
+    """
+
+    def __init__(self, settings: Settings, seed: int, rng: random.Random) -> None:
+        self.per_step = settings.prompts_per_step
+        self.rng = rng
+        self.stream = None if settings.train_problems else iter_problems(seed=seed, split="train")
+        self.pool: list[Problem] = (
+            [] if self.stream else problems(settings.train_problems, seed=seed, split="train")
+        )
+        if self.stream is None and len(self.pool) < self.per_step:
+            raise ValueError(f"a pool of {len(self.pool)} problems is under one step's prompts")
+        self.order: list[int] = []
+        self.steps = 0
+
+    def next_step(self) -> tuple[list[int], bool]:
+        """Indices into :attr:`pool` for the next step, and whether a new epoch began there
+        (never for the first step, never for a stream)."""
+        new_epoch = False
+        if self.stream is not None:
+            start = len(self.pool)
+            self.pool.extend(next(self.stream) for _ in range(self.per_step))
+            self.order = list(range(start, len(self.pool)))
+        elif len(self.order) < self.per_step:
+            new_epoch = self.steps > 0
+            self.order = list(range(len(self.pool)))
+            self.rng.shuffle(self.order)
+        ids, self.order = self.order[: self.per_step], self.order[self.per_step :]
+        self.steps += 1
+        return ids, new_epoch
 
 
 def run(llm: Any, arm: Arm, seed: int, settings: Settings, checkpoint: Path) -> RunLog:
@@ -409,7 +477,7 @@ def run(llm: Any, arm: Arm, seed: int, settings: Settings, checkpoint: Path) -> 
     model.eval()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
     loss_fn = make_loss(arm, settings)
-    pool = problems(settings.train_problems, seed=seed, split="train")
+    source = TrainingProblems(settings, seed, rng)
     schedule = StepSchedule(
         tau_max=settings.tau_max,
         tau_min=settings.tau_min,
@@ -438,33 +506,29 @@ def run(llm: Any, arm: Arm, seed: int, settings: Settings, checkpoint: Path) -> 
         else None
     )
     log = RunLog(arm.name, seed, asdict(settings))
-    order: list[int] = []
     for step in range(settings.steps):
         if step % settings.eval_every == 0:
             load_into_engine(llm, model)
             log.evals.append(
                 {"step": step, **evaluate(llm, model, settings, seed=10**6 * (seed + 1) + step)}
             )
-        if len(order) < settings.prompts_per_step:
-            if step and budget is not None:
-                budget.end_epoch()
-            order = list(range(len(pool)))
-            rng.shuffle(order)
-        ids, order = order[: settings.prompts_per_step], order[settings.prompts_per_step :]
+        ids, new_epoch = source.next_step()
+        if new_epoch and budget is not None:
+            budget.end_epoch()
         counts = budget.allocate(ids) if budget else [settings.samples_per_prompt] * len(ids)
         temperature = controller.temperature if controller else 1.0
         ead = schedule.params_at(step) if arm.ead else None
         load_into_engine(llm, model)
         outputs = generate(
             llm,
-            [pool[i].prompt for i in ids],
+            [source.pool[i].prompt for i in ids],
             counts,
             temperature=temperature,
             ead=ead,
             seed=10**6 * (seed + 1) + 997 * step,
             logprobs=True,
         )
-        batch = collect(outputs, [pool[i].answer for i in ids], pad=0)
+        batch = collect(outputs, [source.pool[i].answer for i in ids], pad=0)
         metrics = train_on(
             model,
             optimizer,
@@ -506,47 +570,67 @@ def run(llm: Any, arm: Arm, seed: int, settings: Settings, checkpoint: Path) -> 
     return log
 
 
+# Settings a command line may change (``--lr 1e-3``); the rest stay as the dataclass says.
+CLI_SETTINGS = (
+    "steps",
+    "train_problems",
+    "prompts_per_step",
+    "samples_per_prompt",
+    "lr",
+    "eval_every",
+    "eval_problems",
+    "eval_samples",
+    "threads",
+)
+
+
+def run_all(
+    llm: Any,
+    out: Path,
+    arms: Sequence[str],
+    seeds: Sequence[int],
+    settings: Settings,
+    checkpoint: Path,
+    *,
+    force: bool = False,
+) -> None:
+    """Run every (seed, arm) into ``out/<arm>-seed<k>.json``; runs already there are skipped
+    unless ``force``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        for name in arms:
+            path = out / f"{name}-seed{seed}.json"
+            if path.exists() and not force:
+                print(f"skip {path} (on disk)")
+                continue
+            log = run(llm, ARMS[name], seed, settings, checkpoint)
+            path.write_text(json.dumps(asdict(log)) + "\n")
+            first, last = log.evals[0], log.evals[-1]
+            print(
+                f"{path}: pass@1 {first['pass@1']:.3f} -> {last['pass@1']:.3f}, "
+                f"pass@{settings.eval_samples} {last[f'pass@{settings.eval_samples}']:.3f}, "
+                f"entropy {last['entropy_t1']:.3f} ({log.wall_s} s)",
+                flush=True,
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen arms and seeds; write one JSON per run into ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("experiments/results/toy_grpo"))
     parser.add_argument("--arms", nargs="+", choices=ARM_NAMES, default=list(ARM_NAMES))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--steps", type=int, default=Settings.steps)
-    parser.add_argument("--prompts-per-step", type=int, default=Settings.prompts_per_step)
-    parser.add_argument("--eval-every", type=int, default=Settings.eval_every)
-    parser.add_argument("--eval-problems", type=int, default=Settings.eval_problems)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    defaults = Settings()
+    for name in CLI_SETTINGS:
+        value = getattr(defaults, name)
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     parser.add_argument("--model", type=Path, default=model_path(), help="starting checkpoint")
-    parser.add_argument(
-        "--threads", type=int, default=Settings.threads, help="torch threads of this process"
-    )
     parser.add_argument("--force", action="store_true", help="rerun runs already on disk")
     args = parser.parse_args(argv)
-    settings = Settings(
-        steps=args.steps,
-        prompts_per_step=args.prompts_per_step,
-        eval_every=args.eval_every,
-        eval_problems=args.eval_problems,
-        threads=args.threads,
-    )
+    settings = Settings(**{name: getattr(args, name) for name in CLI_SETTINGS})
     torch.set_num_threads(settings.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
     llm = make_engine(args.model, seed=0)
-    for seed in args.seeds:
-        for name in args.arms:
-            path = args.out / f"{name}-seed{seed}.json"
-            if path.exists() and not args.force:
-                print(f"skip {path} (on disk)")
-                continue
-            log = run(llm, ARMS[name], seed, settings, args.model)
-            path.write_text(json.dumps(asdict(log), indent=1) + "\n")
-            last = log.evals[-1]
-            print(
-                f"{name} seed {seed}: pass@1 {last['pass@1']:.3f} "
-                f"pass@16 {last['pass@16']:.3f} worst@16 {last['worst@16']:.3f} "
-                f"entropy {last['entropy_t1']:.3f} ({log.wall_s} s)",
-                flush=True,
-            )
+    run_all(llm, args.out, args.arms, args.seeds, settings, args.model, force=args.force)
     return 0
 
 

@@ -102,9 +102,17 @@ def test_every_arm_logs_finite_metrics(logs: dict[str, Any]) -> None:
         assert [t["step"] for t in log.train] == [0, 1, 2], name
         assert [e["step"] for e in log.evals] == [0, 2, 3], name
         for row in [*log.train, *log.evals]:
-            assert all(math.isfinite(v) for v in row.values()), (name, row)
+            scalars = [v for v in row.values() if not isinstance(v, list)]
+            assert all(math.isfinite(v) for v in scalars), (name, row)
         assert all(0 <= e["pass@1"] <= e["pass@4"] <= 1 for e in log.evals)
         assert all(e["worst@4"] <= e["pass@1"] for e in log.evals)
+        for e in log.evals:  # the per-problem lists the paired intervals are built from
+            assert len(e["correct"]) == len(e["distinct_correct"]) == len(e["entropy"]) == 4
+            assert all(
+                0 <= d <= c <= 4 for c, d in zip(e["correct"], e["distinct_correct"], strict=True)
+            )
+            assert e["pass@1"] == pytest.approx(sum(e["correct"]) / 16)
+            assert e["entropy_t1"] > 0 and all(h >= 0 for h in e["entropy"])
 
 
 def test_rollout_log_probs_match_the_trained_distribution(logs: dict[str, Any]) -> None:
@@ -126,3 +134,28 @@ def test_e3_arms_use_their_controllers(logs: dict[str, Any]) -> None:
     # entropy measured at step 0: alpha = 1); from step 1 on the controller steers
     assert temps[0] == temps[1] == 1.0 and temps[2] != 1.0
     assert all(t["temperature"] == 1.0 for t in logs["grpo"].train)
+
+
+def test_training_problems_stream_and_pool() -> None:
+    import random
+
+    from experiments.toy_grpo import Settings, TrainingProblems
+
+    # A stream: every step's problems are new, and a seed fixes them for every arm.
+    stream = TrainingProblems(Settings(train_problems=0, prompts_per_step=4), 3, random.Random(0))
+    steps = [stream.next_step() for _ in range(5)]
+    assert all(not new_epoch for _, new_epoch in steps)
+    assert [ids for ids, _ in steps] == [list(range(4 * i, 4 * i + 4)) for i in range(5)]
+    prompts = [p.prompt for p in stream.pool]
+    again = TrainingProblems(Settings(train_problems=0, prompts_per_step=4), 3, random.Random(9))
+    for _ in range(5):
+        again.next_step()
+    assert [p.prompt for p in again.pool] == prompts
+    # A pool of 8 at 4 per step: two steps per epoch, every problem once per epoch.
+    pool = TrainingProblems(Settings(train_problems=8, prompts_per_step=4), 3, random.Random(0))
+    steps = [pool.next_step() for _ in range(6)]
+    assert [new_epoch for _, new_epoch in steps] == [False, False, True, False, True, False]
+    for epoch in range(3):
+        assert sorted(steps[2 * epoch][0] + steps[2 * epoch + 1][0]) == list(range(8))
+    with pytest.raises(ValueError, match="under one step"):
+        TrainingProblems(Settings(train_problems=3, prompts_per_step=4), 0, random.Random(0))
