@@ -203,7 +203,7 @@ eval-countdown: setup
 # Training-time evidence on CPU (docs/experiments.md): the GRPO-only sweep that chose the
 # regime and learning rate, then every arm for three seeds in that regime, then the tables,
 # paired intervals and curves. Two processes side by side, each on a core of its own.
-# Finished runs on disk are skipped; from nothing it takes about 90 min here.
+# Finished runs on disk are skipped; from nothing about 75 min here (the 18 arm runs: 62 min).
 RL_OUT ?= experiments/results/toy_grpo
 RL_ARGS ?=
 # $(call side_by_side,CMD1,CMD2): both at once, each on its own core; fails if either fails
