@@ -41,20 +41,15 @@ from typing import Any
 
 import torch
 
-# One vLLM engine in this process: no engine-core subprocess (so weights can be
-# loaded into the model directly) and a small KV cache (the model is 4 MB).
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-
-from ead_vllm.controllers import EntropyTemperatureController, RolloutBudgetAllocator  # noqa: E402
-from ead_vllm.countdown import MAX_NEW_TOKENS, Problem, model_path, problems, reward  # noqa: E402
-from ead_vllm.countdown.task import chain_of, iter_problems  # noqa: E402
-from ead_vllm.evaluation.metrics import pass_at_k, worst_at_k  # noqa: E402
-from ead_vllm.params import EADParams  # noqa: E402
-from ead_vllm.step_schedule import StepSchedule  # noqa: E402
-from openrlhf_bridge.actor import masked_entropy_sum, row_temperatures  # noqa: E402
-from openrlhf_bridge.advantages import group_ids, group_relative_rewards  # noqa: E402
-from openrlhf_bridge.arguments import DEFAULT_TIS_CAP  # noqa: E402
+from ead_vllm.controllers import EntropyTemperatureController, RolloutBudgetAllocator
+from ead_vllm.countdown import MAX_NEW_TOKENS, Problem, model_path, problems, reward
+from ead_vllm.countdown.task import chain_of, iter_problems
+from ead_vllm.evaluation.metrics import pass_at_k, worst_at_k
+from ead_vllm.params import EADParams
+from ead_vllm.step_schedule import StepSchedule
+from openrlhf_bridge.actor import masked_entropy_sum, row_temperatures
+from openrlhf_bridge.advantages import group_ids, group_relative_rewards
+from openrlhf_bridge.arguments import DEFAULT_TIS_CAP
 
 ARM_NAMES = ("grpo", "ead", "ead_tis", "ead_positional", "e3_budget", "e3_temperature")
 
@@ -165,6 +160,12 @@ def make_engine(path: Path, seed: int) -> Any:
     """A vllm-cpu engine on the model at ``path`` with the EAD sampler and processed log-probs."""
     from vllm import LLM
 
+    # One vLLM engine in this process: no engine-core subprocess (so weights can be
+    # loaded into the model directly) and a small KV cache (the model is 4 MB). Set
+    # here, not at import, so importing this module (tests reading its Settings)
+    # leaves other engines of the process alone.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     return LLM(
         model=str(path),
         additional_config={"sampler": "ead"},
