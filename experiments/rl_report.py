@@ -2,8 +2,8 @@
 
 ``python -m experiments.rl_report DIR`` reads every ``<arm>-seed<k>.json`` in
 ``DIR`` and writes ``report.json`` (every number of the tables), ``report.md``
-(the tables) and ``curves.png``. ``--sweep`` reads a folder of GRPO-only runs
-instead, one sub-folder per setting, and writes ``sweep.json`` / ``sweep.md``.
+(the tables) and ``curves.png``. The sweep's table (:func:`sweep`) is written by
+:mod:`experiments.rl_sweep`.
 
 Why paired: every arm of a seed starts from the same checkpoint, trains on the
 same problem stream and is evaluated on the same held-out problems, so a
@@ -136,8 +136,8 @@ def improvement(runs: dict[str, dict[int, dict[str, Any]]], arm: str, metric: st
 
 
 def arm_means(runs: dict[str, dict[int, dict[str, Any]]], arm: str) -> dict[str, float]:
-    """Mean over seeds (and problems) of every table metric at the final evaluation, and of
-    pass@k for k in :data:`PASS_KS` at the first one (the checkpoint)."""
+    """Mean over seeds (and problems) of every table metric at the final evaluation, and
+    of pass@1 at the first one (``start_pass@1``: the checkpoint)."""
     docs = list(runs[arm].values())
     out = {m: float(np.mean([_values(d, m, -1).mean() for d in docs])) for m in TABLE_METRICS}
     out["start_pass@1"] = float(np.mean([_values(d, "pass@1", 0).mean() for d in docs]))
@@ -206,7 +206,7 @@ def report(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
         if arm != BASELINE
     }
     curves = {
-        arm: {f"pass@{k}": arm_difference(runs, arm, f"pass@{k}").mean for k in PASS_KS}
+        arm: {f"pass@{k}": arm_difference(runs, arm, f"pass@{k}").__dict__ for k in PASS_KS}
         for arm in arms
         if arm != BASELINE
     }
@@ -259,15 +259,13 @@ def markdown(rep: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
+def plot(runs: dict[str, dict[int, dict[str, Any]]], rep: dict[str, Any], path: Path) -> None:
     """Curves against training step (seed mean, band = seed range), and the final pass@k
-    difference to GRPO against k."""
+    difference to GRPO against k (from ``rep``, the :func:`report` of ``runs``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    panels: tuple[tuple[str, str, Callable[[dict[str, Any]], tuple[list[int], list[float]]]], ...]
 
     def evals(metric: str) -> Callable[[dict[str, Any]], tuple[list[int], list[float]]]:
         return lambda d: (
@@ -283,16 +281,16 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
         ]
 
     panels = (
-        ("pass@1 (held-out, T = 1)", "pass@1", evals("pass@1")),
-        ("pass@32 (held-out, T = 1)", "pass@32", evals("pass@32")),
-        ("worst@4 (held-out, T = 1)", "worst@4", evals("worst@4")),
-        ("policy entropy at T = 1 (nats/token)", "entropy", evals("entropy")),
-        ("distinct correct chains per problem (of 32)", "distinct", evals("distinct")),
-        ("training prompts with no correct sample", "train", train_share),
+        ("pass@1 (held-out, T = 1)", evals("pass@1")),
+        ("pass@32 (held-out, T = 1)", evals("pass@32")),
+        ("worst@4 (held-out, T = 1)", evals("worst@4")),
+        ("policy entropy at T = 1 (nats/token)", evals("entropy")),
+        ("distinct correct chains per problem (of 32)", evals("distinct")),
+        ("training prompts with no correct sample", train_share),
     )
     fig, axes = plt.subplots(2, 4, figsize=(18, 7.5), constrained_layout=True)
     flat = list(axes.flat)
-    for ax, (title, _, series_of) in zip(flat, panels, strict=False):
+    for ax, (title, series_of) in zip(flat, panels, strict=False):
         for arm, by_seed in runs.items():
             series = [series_of(d) for d in by_seed.values()]
             width = min(len(s[1]) for s in series)
@@ -310,10 +308,8 @@ def plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
     ax = flat[len(panels)]
-    for arm in runs:
-        if arm == BASELINE or BASELINE not in runs:
-            continue
-        results = [arm_difference(runs, arm, f"pass@{k}") for k in PASS_KS]
+    for arm, by_k in rep["pass_at_k_differences"].items():
+        results = [_from_dict(by_k[f"pass@{k}"]) for k in PASS_KS]
         (line,) = ax.plot(PASS_KS, [r.mean for r in results], marker="o", label=arm)
         ax.fill_between(
             PASS_KS,
@@ -348,9 +344,7 @@ def sweep(folder: Path) -> dict[str, Any]:
                 for k in ("lr", "steps", "train_problems", "prompts_per_step", "samples_per_prompt")
             },
             "seeds": sorted(runs[BASELINE]),
-            "start_pass@1": float(
-                np.mean([_values(d, "pass@1", 0).mean() for d in runs[BASELINE].values()])
-            ),
+            "start_pass@1": arm_means(runs, BASELINE)["start_pass@1"],
             **{
                 f"{m}_change": improvement(runs, BASELINE, m).__dict__
                 for m in ("pass@1", "pass@32", "entropy")
@@ -379,23 +373,16 @@ def sweep_markdown(rows: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write the report (or, with ``--sweep``, the sweep table) of a results folder."""
+    """Write ``report.json``, ``report.md`` and ``curves.png`` of a folder of runs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--sweep", action="store_true", help="a folder of GRPO-only settings")
     args = parser.parse_args(argv)
-    if args.sweep:
-        rows = sweep(args.folder)
-        (args.folder / "sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
-        text = sweep_markdown(rows)
-        (args.folder / "sweep.md").write_text(text + "\n")
-    else:
-        runs = load_runs(args.folder)
-        rep = report(runs)
-        (args.folder / "report.json").write_text(json.dumps(rep, indent=1) + "\n")
-        text = markdown(rep)
-        (args.folder / "report.md").write_text(text + "\n")
-        plot(runs, args.folder / "curves.png")
+    runs = load_runs(args.folder)
+    rep = report(runs)
+    (args.folder / "report.json").write_text(json.dumps(rep, indent=1) + "\n")
+    text = markdown(rep)
+    (args.folder / "report.md").write_text(text + "\n")
+    plot(runs, rep, args.folder / "curves.png")
     print(text)
     return 0
 

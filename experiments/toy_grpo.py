@@ -396,9 +396,12 @@ def evaluate(llm: Any, model: torch.nn.Module, settings: Settings, seed: int) ->
         logprobs=True,
     )
     batch = collect(outputs, [p.answer for p in test], pad=0)
+    # collect's rows are the outputs' samples in order, with their rewards
+    samples = [c for out in outputs for c in out.outputs]
     right: list[list[str]] = [[] for _ in test]
-    for out, p, texts in zip(outputs, test, right, strict=True):
-        texts.extend(chain_of(c.text) for c in out.outputs if reward(c.text, p.answer) > 0)
+    for c, r, g in zip(samples, batch.rewards.tolist(), batch.groups.tolist(), strict=True):
+        if r > 0:
+            right[g].append(chain_of(c.text))
     correct = [len(texts) for texts in right]
     distinct = [len(set(texts)) for texts in right]
     token_entropy = torch.zeros(batch.action_mask.shape)
